@@ -1,0 +1,212 @@
+"""The connector interface every destination implements.
+
+Like rclone's backends: a small required interface (`check`, `deliver`), and
+optional abilities declared as flags that the sync code looks for at runtime.
+A connector is built from a connection block (`ConnectionBlock.connector`),
+opened once per run (`with connector:`) and reused for every document.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+
+if TYPE_CHECKING:
+    from blocks.base import ConnectionBlock
+
+
+class Ability(str, enum.Enum):
+    """Optional abilities a connector may declare."""
+
+    VERIFY = "verify"  # checks size (and hash where it can) after the upload
+    IDEMPOTENCY_LOOKUP = "lookup"  # can tell whether a package was already delivered
+    ASYNC_STATUS = "async_status"  # the destination confirms later: poll `status`
+    REMOVE_PARTIAL = "remove_partial"  # can remove what a failed upload left behind
+    TOKEN_REFRESH = "token_refresh"  # refreshes OAuth tokens and saves them to its block
+    ATOMIC = "atomic"  # a file never appears under its final name half-written
+
+
+class Mode(str, enum.Enum):
+    """Send mode of an integration (Business Central's, plus dry-run)."""
+
+    PRODUCTION = "production"
+    TEST = "test"
+    CERTIFICATION = "certification"
+    DRY_RUN = "dry-run"
+
+
+class DeliveryError(Exception):
+    """A delivery failed. `permanent` errors are not retried within a run."""
+
+    permanent: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TransientDeliveryError(DeliveryError):
+    """Network errors, timeouts, 408/429/5xx: retried with backoff."""
+
+    permanent = False
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Bad credentials, permission denied, 4xx, bad content: not retried within the run."""
+
+    permanent = True
+
+
+@dataclass
+class PackageFile:
+    """One file to deliver, under its mapped name, opened as a stream."""
+
+    name: str
+    role: str  # "document", "attachment" or "sidecar"
+    media_type: str
+    size: int
+    sha256: str
+    opener: Callable[[], BinaryIO] = field(repr=False)
+
+    def open(self) -> BinaryIO:
+        return self.opener()
+
+
+@dataclass
+class Package:
+    """A mapped document, ready to deliver: files in delivery order (document first, sidecar last)."""
+
+    doc_id: str
+    version: str
+    client: str
+    integration: str
+    folder: str  # relative POSIX path, "" for the connection's base folder
+    files: list[PackageFile]
+    fields: dict[str, Any] = field(default_factory=dict)
+    mode: Mode = Mode.PRODUCTION
+    document_type: str = ""
+    # Template values a connector may use (e.g. an e-mail subject); already sanitised where paths.
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across retries and runs for one (integration, document, version)."""
+        raw = f"{self.integration}\x00{self.doc_id}\x00{self.version}".encode()
+        return "dr_" + hashlib.sha256(raw).hexdigest()[:32]
+
+    def path_of(self, f: PackageFile) -> str:
+        return f"{self.folder}/{f.name}" if self.folder else f.name
+
+    @property
+    def main(self) -> PackageFile:
+        return self.files[0]
+
+
+@dataclass
+class Delivery:
+    """What the destination confirmed."""
+
+    remote_ref: str
+    already_present: bool = False  # an earlier attempt had delivered it; nothing sent twice
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    message: str
+
+
+class Connector(ABC):
+    """A destination. Subclasses set `abilities` and implement `check` and `deliver`."""
+
+    abilities: ClassVar[frozenset[Ability]] = frozenset()
+
+    def __init__(self, connection: ConnectionBlock, mode: Mode = Mode.PRODUCTION):
+        self.connection = connection
+        self.mode = mode
+
+    # -- lifecycle: one connection per run, reused for every document ------
+    def open(self) -> None:
+        """Connect. Called once per run; the default has nothing to open."""
+
+    def close(self) -> None:
+        """Disconnect cleanly."""
+
+    def __enter__(self) -> Connector:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def label(self) -> str:
+        """Names the endpoint in errors (host, bucket, URL): never a secret."""
+        return self.connection.label()
+
+    # -- required ----------------------------------------------------------
+    @abstractmethod
+    def check(self) -> CheckResult:
+        """Test the connection end to end (connect, reach the folder, write and remove a probe)."""
+
+    @abstractmethod
+    def deliver(self, package: Package) -> Delivery:
+        """Deliver every file of the package; return only once the destination confirmed it.
+
+        Raises TransientDeliveryError or PermanentDeliveryError. A retry of the
+        same package after a crash must be a no-op where the destination allows it.
+        """
+
+    # -- optional abilities --------------------------------------------------
+    def lookup(self, package: Package) -> Delivery | None:
+        """Ability.IDEMPOTENCY_LOOKUP: the earlier delivery of this package, if any."""
+        raise NotImplementedError
+
+    def status(self, delivery: Delivery) -> str:
+        """Ability.ASYNC_STATUS: 'pending', 'delivered' or 'rejected: <reason>'."""
+        raise NotImplementedError
+
+    def remove_partial(self, package: Package) -> None:
+        """Ability.REMOVE_PARTIAL: remove what a failed delivery of this package left."""
+        raise NotImplementedError
+
+    def refresh_token(self) -> None:
+        """Ability.TOKEN_REFRESH: refresh and save the new token to the block at once."""
+        raise NotImplementedError
+
+
+class VerifyingReader:
+    """Wraps a source stream: counts and hashes what passes through, then `verify()`.
+
+    Connectors stream files through it so a source that changed or broke while
+    being read is caught before the file is put under its final name.
+    """
+
+    def __init__(self, stream: BinaryIO, expected: PackageFile):
+        self._stream = stream
+        self._expected = expected
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self._digest.update(data)
+        self.size += len(data)
+        return data
+
+    def verify(self, package: Package) -> None:
+        exp = self._expected
+        if self.size != exp.size or self._digest.hexdigest() != exp.sha256:
+            raise TransientDeliveryError(
+                f"document {package.doc_id}: source file {exp.name} changed while being sent "
+                f"(expected {exp.size} bytes sha256 {exp.sha256[:12]}, read {self.size} bytes "
+                f"sha256 {self._digest.hexdigest()[:12]})"
+            )
+
+    def close(self) -> None:
+        self._stream.close()

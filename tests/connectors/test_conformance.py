@@ -1,0 +1,109 @@
+"""Every connector runs this one suite against its real server.
+
+Adding a connector: write tests/connectors/harness_<name>.py with a fixture
+returning a Harness, and add the fixture's name below. One line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from tasks.connectors.base import Ability, DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from tests.connectors.conformance import FailingStream, make_package
+
+HARNESSES = [
+    "local_folder_harness",
+]
+
+
+@pytest.fixture(params=HARNESSES)
+def harness(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def connector(harness):
+    with harness.connection().connector() as conn:
+        yield conn
+
+
+def test_check_passes_against_the_real_server(connector):
+    result = connector.check()
+    assert result.ok, result.message
+
+
+def test_delivers_every_file_byte_for_byte(harness, connector, tmp_path):
+    package = make_package(tmp_path)
+    delivery = connector.deliver(package)
+    assert delivery.remote_ref
+    assert not delivery.already_present
+    for f in package.files:
+        assert harness.received(package, f) == f.open().read(), f.name
+    assert harness.leftovers(package) == []
+
+
+def test_delivering_the_same_package_again_leaves_one_copy(harness, connector, tmp_path):
+    package = make_package(tmp_path, "INV-2002")
+    connector.deliver(package)
+    connector.deliver(package)  # a retry after a crash between send and record
+    assert harness.copies(package) == 1
+    assert harness.received(package, package.main) == package.main.open().read()
+
+
+def test_idempotency_lookup_finds_only_delivered_packages(harness, connector, tmp_path):
+    if Ability.IDEMPOTENCY_LOOKUP not in connector.abilities:
+        pytest.skip("connector has no idempotency lookup")
+    package = make_package(tmp_path, "INV-3003")
+    assert connector.lookup(package) is None
+    connector.deliver(package)
+    found = connector.lookup(package)
+    assert found is not None and found.already_present
+
+
+def test_a_source_that_breaks_mid_file_leaves_nothing_under_the_final_name(harness, connector, tmp_path):
+    package = make_package(tmp_path, "INV-4004", pdf_size=300_000)
+    main = package.main
+    source_path = tmp_path / f"src-{package.doc_id}-{main.name}"
+    package.files[0] = dataclasses.replace(main, opener=lambda: FailingStream(source_path, 100_000))
+    with pytest.raises(TransientDeliveryError) as info:
+        connector.deliver(package)
+    assert package.doc_id in str(info.value)
+    assert harness.received(package, main) is None
+    assert harness.received(package, package.files[-1]) is None  # the trigger file never went
+    assert harness.leftovers(package) == []
+
+
+def test_content_that_changed_since_it_was_hashed_is_refused(harness, connector, tmp_path):
+    package = make_package(tmp_path, "INV-5005")
+    main = package.main
+    package.files[0] = dataclasses.replace(main, sha256="0" * 64)
+    with pytest.raises(DeliveryError) as info:
+        connector.deliver(package)
+    assert "INV-5005" in str(info.value)
+    assert harness.received(package, main) is None
+    assert harness.leftovers(package) == []
+
+
+def test_wrong_credentials_are_a_clear_permanent_error_without_the_secret(harness, tmp_path):
+    bad = harness.bad_credentials()
+    if bad is None:
+        pytest.skip("connection has no credentials")
+    connector = bad.connector()
+    texts = []
+    try:
+        with connector:
+            result = connector.check()
+            assert not result.ok
+            texts.append(result.message)
+            with pytest.raises(PermanentDeliveryError) as info:
+                connector.deliver(make_package(tmp_path, "INV-6006"))
+            texts.append(str(info.value))
+    except PermanentDeliveryError as exc:  # refused while connecting
+        texts.append(str(exc))
+    assert texts
+    for text in texts:
+        assert connector.label in text
+        for secret in harness.secrets:
+            assert secret not in text
