@@ -15,10 +15,6 @@ if TYPE_CHECKING:
 BLOCK_TYPES: dict[str, str] = {
     "capture-inbox-folder": "blocks.capture_inbox:CaptureInboxFolder",
     "local-folder-connection": "blocks.local_folder:LocalFolderConnection",
-    "sftp-connection": "blocks.sftp:SftpConnection",
-    "webhook-connection": "blocks.webhook:WebhookConnection",
-    "s3-connection": "blocks.s3:S3Connection",
-    "smtp-connection": "blocks.smtp:SmtpConnection",
     "ledger-database": "blocks.ledger:LedgerDatabase",
 }
 
@@ -61,9 +57,11 @@ class ConnectionBlock(Block):
 
     _block_schema_capabilities: ClassVar[list[str]] = ["connection"]
 
-    def connector(self, mode: Mode | None = None) -> Connector:
-        """Build the connector for this connection."""
-        raise NotImplementedError
+    def connector(self, mode: Mode | None = None, options: dict | None = None) -> Connector:
+        """Build the connector for this connection (see tasks.connectors.CONNECTORS)."""
+        from tasks.connectors import make_connector
+
+        return make_connector(self, mode, options)
 
     def label(self) -> str:
         """A human name for the endpoint, used in errors and reports; never contains secrets."""

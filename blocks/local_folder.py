@@ -37,11 +37,5 @@ class LocalFolderConnection(ConnectionBlock):
     )
     fsync: bool = Field(default=True, description="fsync each file before renaming it into place.")
 
-    def connector(self, mode=None):
-        from tasks.connectors.base import Mode
-        from tasks.connectors.local_folder import LocalFolderConnector
-
-        return LocalFolderConnector(self, mode or Mode.PRODUCTION)
-
     def label(self) -> str:
         return f"local folder {self.base_folder}"

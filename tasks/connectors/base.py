@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
+from pydantic import BaseModel, ConfigDict
+
 if TYPE_CHECKING:
-    from blocks.base import ConnectionBlock
+    from prefect.blocks.core import Block
 
 
 class Ability(str, enum.Enum):
@@ -121,14 +123,33 @@ class CheckResult:
     message: str
 
 
+class ConnectorOptions(BaseModel):
+    """Per-integration settings of a connector (e.g. e-mail recipients). Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Connector(ABC):
-    """A destination. Subclasses set `abilities` and implement `check` and `deliver`."""
+    """A destination. Subclasses set `abilities` and implement `check` and `deliver`.
+
+    `connection` is the connection block (shared by many clients); `options` are the
+    integration's own settings for this connector, validated by `options_model`.
+    """
 
     abilities: ClassVar[frozenset[Ability]] = frozenset()
+    options_model: ClassVar[type[ConnectorOptions]] = ConnectorOptions
 
-    def __init__(self, connection: ConnectionBlock, mode: Mode = Mode.PRODUCTION):
+    def __init__(
+        self,
+        connection: Block,
+        mode: Mode = Mode.PRODUCTION,
+        options: dict[str, Any] | ConnectorOptions | None = None,
+    ):
         self.connection = connection
         self.mode = mode
+        if not isinstance(options, ConnectorOptions):
+            options = self.options_model.model_validate(options or {})
+        self.options = options
 
     # -- lifecycle: one connection per run, reused for every document ------
     def open(self) -> None:
@@ -147,7 +168,8 @@ class Connector(ABC):
     @property
     def label(self) -> str:
         """Names the endpoint in errors (host, bucket, URL): never a secret."""
-        return self.connection.label()
+        label = getattr(self.connection, "label", None)
+        return label() if callable(label) else type(self.connection).__name__
 
     # -- required ----------------------------------------------------------
     @abstractmethod
