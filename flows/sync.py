@@ -1,0 +1,367 @@
+"""The sync flow: one integration per run. Poll the source, map, deliver, record, report.
+
+Per-document work is batched into a few task runs (Prefect's per-task overhead
+would dominate at thousands of documents); per-document outcomes stay visible
+in a table artifact keyed per integration and in the run's logs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from blocks.base import load_block
+from deployments.config import Config, Integration, load_config
+from tasks import ledger as L
+from tasks.connectors.base import Ability, Connector, DeliveryError, Mode
+from tasks.mapping import Lookups, MappingError, map_document
+from tasks.settings import get_settings
+from tasks.sources.inbox import Candidate, SourceProblem
+
+MAX_BACKOFF = 60.0
+
+
+class SyncFailed(Exception):
+    """Raised at the end of a run in which documents failed; names them."""
+
+
+@dataclass
+class Outcome:
+    """What happened to one document in this run: one row of the run's table artifact."""
+
+    doc_id: str
+    status: str  # delivered, already-present, failed, needs-attention, waiting, would-deliver, skipped
+    number: str = ""
+    supplier: str = ""
+    doc_type: str = ""
+    remote: str = ""
+    error: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("failed", "needs-attention")
+
+
+@dataclass
+class WorkItem:
+    candidate: Candidate | None
+    problem: SourceProblem | None = None
+    targeted: bool = False  # named by the run's document_ids
+
+
+@dataclass
+class RunContext:
+    integ: Integration
+    config: Config
+    ledger: L.Ledger
+    source: Any
+    connector: Connector | None
+    lookups: Lookups
+    run_id: str
+    force: bool
+    dry_run: bool
+    known: dict[str, list[dict]] = field(default_factory=dict)  # doc_id -> ledger rows
+    last_send: float = 0.0
+
+
+def _run_name() -> str:
+    params = flow_run.parameters
+    name = params.get("integration", "?")
+    extra = []
+    if params.get("since") or params.get("until"):
+        extra.append("backfill")
+    if params.get("document_ids"):
+        extra.append("documents")
+    if params.get("force"):
+        extra.append("force")
+    if params.get("dry_run"):
+        extra.append("dry-run")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return f"{name} {' '.join(extra) + ' ' if extra else ''}{stamp}"
+
+
+@task(name="validate-config", cache_policy=NO_CACHE, persist_result=False)
+def validate_config(integration: str) -> tuple[Integration, Config]:
+    """Bad configuration fails here, before any document is touched."""
+    config = load_config(only=integration)
+    return config.get(integration), config
+
+
+@task(name="plan", cache_policy=NO_CACHE, persist_result=False)
+def plan_run(ctx: RunContext, start: datetime, end: datetime, document_ids: list[str] | None) -> list[WorkItem]:
+    """Documents this run looks at: new ones in the window, earlier failures, and named ones."""
+    integ, ledger = ctx.integ, ctx.ledger
+    items: dict[str, WorkItem] = {}
+    if document_ids:
+        for doc_id in document_ids:
+            found = ctx.source.candidate(doc_id, integ.client)
+            if found is None:
+                raise ValueError(f"integration {integ.key}: document {doc_id} is not in {ctx.source.label} for client {integ.client}")
+            items[doc_id] = _item(found, targeted=True)
+    else:
+        candidates, problems = ctx.source.candidates(integ.client)
+        for cand in candidates:
+            if cand.approved_at is not None and start <= cand.approved_at <= end:
+                items[cand.doc_id] = WorkItem(cand)
+        for problem in problems:
+            items[problem.doc_id] = WorkItem(None, problem)
+        # Earlier failures and parked documents are looked at again whatever their approval time.
+        for row in ledger.rows(integ.key, statuses=L.OPEN_STATUSES + (L.NEEDS_ATTENTION,)):
+            if row["doc_id"] not in items:
+                found = ctx.source.candidate(row["doc_id"], integ.client)
+                if found is None:
+                    ledger.supersede(integ.key, row["doc_id"], row["version"], "no longer in the source for this client", ctx.run_id)
+                else:
+                    items[row["doc_id"]] = _item(found)
+    ids = list(items)
+    for i in range(0, len(ids), 500):
+        for row in ledger.rows(integ.key, doc_ids=ids[i : i + 500]):
+            ctx.known.setdefault(row["doc_id"], []).append(row)
+    return list(items.values())
+
+
+def _item(found: Candidate | SourceProblem, targeted: bool = False) -> WorkItem:
+    if isinstance(found, SourceProblem):
+        return WorkItem(None, found, targeted)
+    return WorkItem(found, None, targeted)
+
+
+def _wanted(ctx: RunContext, cand: Candidate) -> bool:
+    meta, integ = cand.meta, ctx.integ
+    if integ.filters.approved_only and (meta.get("status") != "approved" or cand.approved_at is None):
+        return False
+    if cand.approved_at is not None and cand.approved_at < integ.activated_at:
+        return False
+    return integ.filters.matches(meta.get("type", ""), meta.get("sub_organisation"), [str(t) for t in meta.get("tags") or []])
+
+
+@task(name="deliver-batch", cache_policy=NO_CACHE, persist_result=False)
+def deliver_batch(ctx: RunContext, batch: list[WorkItem]) -> list[Outcome]:
+    outcomes = []
+    for item in batch:
+        outcome = process(ctx, item)
+        if outcome is not None:
+            outcomes.append(outcome)
+    return outcomes
+
+
+def process(ctx: RunContext, item: WorkItem) -> Outcome | None:
+    """One document, start to end. Never raises: every problem becomes an outcome and a ledger row."""
+    integ, ledger, run = ctx.integ, ctx.ledger, ctx.run_id
+    logger = get_run_logger()
+    if item.problem is not None:
+        p = item.problem
+        if ctx.dry_run:
+            return Outcome(p.doc_id, "waiting" if p.transient else "failed", error=p.message)
+        parked = [r for r in ctx.known.get(p.doc_id, []) if r["version"] == L.UNREADABLE and r["status"] == L.NEEDS_ATTENTION]
+        if parked:
+            return None  # reported when it was parked; comes back when the document changes
+        if p.transient:
+            ledger.note_waiting(integ.key, p.doc_id, L.UNREADABLE, p.message, run)
+            return Outcome(p.doc_id, "waiting", error=p.message)
+        status = ledger.mark_failed(integ.key, p.doc_id, L.UNREADABLE, p.message, permanent=True, max_attempts=integ.max_attempts, run=run)
+        logger.warning("%s", p.message)
+        return Outcome(p.doc_id, status, error=p.message)
+    cand = item.candidate
+    assert cand is not None
+    if not _wanted(ctx, cand):
+        for row in ctx.known.get(cand.doc_id, []):
+            if row["status"] in L.OPEN_STATUSES and not ctx.dry_run:
+                ledger.supersede(integ.key, cand.doc_id, row["version"], "no longer matches the integration's filters", run)
+        return None
+    rows = ctx.known.get(cand.doc_id, [])
+    same = [r for r in rows if r["fingerprint"] == cand.fingerprint]
+    if same and not ctx.force:
+        if same[0]["status"] == L.DELIVERED:
+            return None
+        if same[0]["status"] == L.NEEDS_ATTENTION and not item.targeted:
+            return None
+    meta = cand.meta.get("metadata") or {}
+    base = Outcome(cand.doc_id, "", str(meta.get("number", "")), str(meta.get("supplier", "")), cand.meta.get("type", ""))
+    doc = ctx.source.document(cand)
+    if isinstance(doc, SourceProblem):
+        return process(ctx, WorkItem(None, doc))
+    prior = next((r for r in rows if r["version"] == doc.version), None)
+    if prior and not ctx.force:
+        if prior["status"] == L.DELIVERED:
+            return None
+        if prior["status"] == L.NEEDS_ATTENTION and not item.targeted:
+            return None
+    info = {
+        "approved_at": doc.approved_at,
+        "fingerprint": cand.fingerprint,
+        "doc_type": doc.type,
+        "number": base.number[:200],
+        "supplier": base.supplier[:300],
+    }
+    try:
+        package = map_document(doc, integ, ctx.lookups)
+    except MappingError as exc:
+        if ctx.dry_run:
+            return _with(base, "failed", error=str(exc))
+        status = ledger.mark_failed(integ.key, doc.id, doc.version, str(exc), permanent=True, max_attempts=integ.max_attempts, info=info, run=run)
+        logger.warning("%s", exc)
+        return _with(base, status, error=str(exc))
+    remote = package.path_of(package.main)
+    if ctx.dry_run:
+        return _with(base, "would-deliver", remote=remote)
+    assert ctx.connector is not None
+    ledger.start_attempt(integ.key, doc, info, run)
+    try:
+        delivery = None
+        if prior and prior["sending_since"] and Ability.IDEMPOTENCY_LOOKUP in ctx.connector.abilities:
+            delivery = ctx.connector.lookup(package)  # an earlier run may have sent it, then died
+        if delivery is None:
+            delivery = _send(ctx, package)
+    except DeliveryError as exc:
+        status = ledger.mark_failed(integ.key, doc.id, doc.version, str(exc), permanent=exc.permanent, max_attempts=integ.max_attempts, run=run)
+        logger.warning("%s", exc)
+        return _with(base, status, remote=remote, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad document never blocks the others
+        error = f"document {doc.id}: unexpected {type(exc).__name__}: {exc}"
+        status = ledger.mark_failed(integ.key, doc.id, doc.version, error, permanent=False, max_attempts=integ.max_attempts, run=run)
+        logger.error("%s", error)
+        return _with(base, status, remote=remote, error=error)
+    ledger.mark_delivered(integ.key, doc.id, doc.version, delivery.remote_ref, already_present=delivery.already_present, run=run)
+    if integ.archive_after_transfer:
+        ctx.source.archive(doc)  # only after the delivery is recorded
+    return _with(base, "already-present" if delivery.already_present else "delivered", remote=delivery.remote_ref)
+
+
+def _with(base: Outcome, status: str, **kw: str) -> Outcome:
+    return Outcome(base.doc_id, status, base.number, base.supplier, base.doc_type, **{"remote": "", "error": "", **kw})
+
+
+def _send(ctx: RunContext, package):
+    """Deliver with retries and backoff on transient errors; permanent errors are not retried."""
+    integ = ctx.integ
+    attempt = 0
+    while True:
+        if integ.throttle_per_second:
+            wait = ctx.last_send + 1.0 / integ.throttle_per_second - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            ctx.last_send = time.monotonic()
+        try:
+            return ctx.connector.deliver(package)
+        except DeliveryError as exc:
+            if exc.permanent or attempt >= integ.retries:
+                raise
+            delay = exc.retry_after if exc.retry_after is not None else integ.retry_delay * 2**attempt
+            get_run_logger().info("document %s: transient error, retry %d in %.1fs: %s", package.doc_id, attempt + 1, delay, exc)
+            time.sleep(min(delay, MAX_BACKOFF))
+            attempt += 1
+
+
+def _report(integ: Integration, outcomes: list[Outcome], window: tuple[datetime, datetime], dry_run: bool) -> str:
+    table = [
+        {
+            "document": o.doc_id,
+            "number": o.number,
+            "supplier": o.supplier,
+            "type": o.doc_type,
+            "remote path": o.remote,
+            "status": o.status,
+            "error": o.error,
+        }
+        for o in outcomes
+    ]
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new"
+    create_table_artifact(
+        key=f"sync-{integ.slug}",
+        table=table or [{"document": "", "status": "nothing new", "error": ""}],
+        description=f"Documents of {integ.key} in this run: {summary}",
+    )
+    failed = [o for o in outcomes if o.failed]
+    lines = [
+        f"# Sync {integ.key}{' (dry run)' if dry_run else ''}",
+        "",
+        f"- connection: `{integ.connection}`, source: `{integ.source}`, mode: {integ.mode}",
+        f"- window: {window[0].isoformat()} .. {window[1].isoformat()}",
+        f"- outcome: {summary}",
+    ]
+    if failed:
+        lines += ["", "## Failed documents", "", "| document | status | error |", "|---|---|---|"]
+        lines += [f"| {o.doc_id} | {o.status} | {o.error.replace('|', '/')} |" for o in failed]
+    create_markdown_artifact(key=f"sync-summary-{integ.slug}", markdown="\n".join(lines), description=f"Sync summary of {integ.key}")
+    return summary
+
+
+@flow(name="docroute-sync", flow_run_name=_run_name, retries=0, log_prints=False, validate_parameters=True)
+def sync(
+    integration: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    document_ids: list[str] | None = None,
+) -> dict[str, Any]:
+    """Export one integration's new approved documents.
+
+    Args:
+        integration: "client/integration", e.g. "acme/invoices-to-erp".
+        since: backfill from this approval time (default: the cursor minus the lookback).
+        until: backfill up to this approval time (default: now). A backfill does not move the cursor.
+        force: deliver again documents that were already delivered.
+        dry_run: map and report only; deliver and record nothing.
+        document_ids: only these documents (a re-run for single documents).
+    """
+    logger = get_run_logger()
+    integ, config = validate_config(integration)
+    dry_run = dry_run or integ.mode == "dry-run"
+    ledger = L.Ledger.from_settings()
+    run_id = str(flow_run.id or "local")
+    start_time = datetime.now(timezone.utc)
+    try:
+        with ledger.lock(integ.key):
+            cursor = ledger.cursor(integ.key)
+            default_start = cursor - integ.lookback if cursor else integ.activated_at
+            window_start = max(_utc(since) if since else default_start, integ.activated_at)
+            window_end = min(_utc(until) if until else start_time, start_time)  # capped at the run's start
+            source = load_block(integ.source).source()
+            ctx = RunContext(integ, config, ledger, source, None, Lookups(config, integ), run_id, force, dry_run)
+            work = plan_run(ctx, window_start, window_end, document_ids)
+            logger.info("%s: %d documents to look at, window %s .. %s", integ.key, len(work), window_start.isoformat(), window_end.isoformat())
+            outcomes: list[Outcome] = []
+            if work:
+                if not dry_run:
+                    mode = Mode(integ.mode)
+                    ctx.connector = load_block(integ.connection).connector(mode, integ.connection_options)
+                    try:
+                        ctx.connector.open()
+                    except DeliveryError as exc:  # nothing touched: the documents stay for the next run
+                        raise SyncFailed(f"{integ.key}: cannot open connection {integ.connection}: {exc}") from None
+                try:
+                    size = get_settings().batch_size
+                    for i in range(0, len(work), size):
+                        outcomes += deliver_batch(ctx, work[i : i + size])
+                finally:
+                    if ctx.connector is not None:
+                        ctx.connector.close()
+            if not (since or until or document_ids or dry_run):
+                ledger.set_cursor(integ.key, window_end, run_id)
+    finally:
+        ledger.dispose()
+    summary = _report(integ, outcomes, (window_start, window_end), dry_run)
+    failed = [o for o in outcomes if o.failed]
+    if failed:
+        named = "; ".join(f"{o.doc_id}: {o.error}" for o in failed[:10])
+        more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
+        raise SyncFailed(f"{integ.key}: {len(failed)} of {len(outcomes)} documents failed: {named}{more}")
+    logger.info("%s: %s", integ.key, summary)
+    return {"integration": integ.key, "outcomes": [o.__dict__ for o in outcomes], "summary": summary}
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+

@@ -1,0 +1,278 @@
+"""Mapping: a Document plus an Integration become a Package (names, folder, fields, sidecar).
+
+Every value that lands in a path is sanitised: no separators, no "..", no
+control characters, optional allowed-character class and maximum length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import string
+import unicodedata
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from deployments.config import DATE_PLACEHOLDERS, Config, Integration, Sanitize
+from tasks.connectors.base import Mode, Package, PackageFile
+from tasks.documents import Document
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class MappingError(Exception):
+    """The document cannot be mapped (missing field, unknown lookup key...): permanent for this document."""
+
+
+class Lookups:
+    """Lookup tables of one integration, read once per run with pandas."""
+
+    def __init__(self, config: Config, integ: Integration):
+        import pandas as pd
+
+        self.tables: dict[str, dict[str, dict[str, str]]] = {}
+        self.paths: dict[str, Path] = {}
+        for name, table in integ.mapping.lookups.items():
+            path = config.lookup_path(table)
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            frame = frame.drop_duplicates(subset=[table.key], keep="last")
+            self.tables[name] = frame.set_index(table.key, drop=False).to_dict(orient="index")
+            self.paths[name] = path
+
+    def get(self, table: str, key: str) -> dict[str, str] | None:
+        return self.tables[table].get(key)
+
+
+def sanitize_segment(value: str, rules: Sanitize) -> str:
+    """Make one value safe as (part of) a single path segment."""
+    text = unicodedata.normalize("NFC", str(value))
+    if rules.ascii:
+        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    text = _CONTROL.sub("", text)
+    text = text.replace("/", rules.replacement).replace("\\", rules.replacement)
+    if rules.allowed is not None:
+        text = re.sub(f"[^{rules.allowed}]", rules.replacement, text)
+    while ".." in text:
+        text = text.replace("..", ".")
+    text = text.strip(" .")
+    return text[: rules.max_length]
+
+
+def _as_datetime(value: Any) -> datetime | date | None:
+    if isinstance(value, (datetime, date)):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+class Renderer:
+    """Renders templates against one document's values."""
+
+    def __init__(self, values: dict[str, Any], rules: Sanitize, doc_id: str):
+        self.values = values
+        self.rules = rules
+        self.doc_id = doc_id
+
+    def _value(self, name: str, spec: str, field: str) -> Any:
+        if name not in self.values or self.values[name] in (None, ""):
+            raise MappingError(f"document {self.doc_id}: {field} uses {{{name}}}, which this document does not have")
+        value = self.values[name]
+        if spec and "%" in spec:
+            when = _as_datetime(value)
+            if when is None:
+                raise MappingError(f"document {self.doc_id}: {{{name}}} = {value!r} is not a date ({field})")
+            return when, spec
+        if name in DATE_PLACEHOLDERS and not spec:
+            when = _as_datetime(value)
+            return (when, "%Y-%m-%d") if when else value
+        try:
+            return format(value, spec) if spec else value
+        except (ValueError, TypeError) as exc:
+            raise MappingError(f"document {self.doc_id}: cannot format {{{name}}} with {spec!r} in {field}: {exc}") from None
+
+    def text(self, template: str, field: str) -> str:
+        """Render a non-path template (a field value, a subject): no sanitising."""
+        out = []
+        for literal, name, spec, _ in string.Formatter().parse(template):
+            out.append(literal)
+            if name is not None:
+                value = self._value(name, spec or "", field)
+                out.append(value[0].strftime(value[1]) if isinstance(value, tuple) else str(value))
+        return "".join(out)
+
+    def path(self, template: str, field: str) -> list[str]:
+        """Render a path template into safe segments. '/' only comes from the template or a date format."""
+        rendered = []
+        for literal, name, spec, _ in string.Formatter().parse(template):
+            rendered.append(literal)
+            if name is None:
+                continue
+            value = self._value(name, spec or "", field)
+            if isinstance(value, tuple):  # date: format each '/'-part separately, keep the slashes
+                when, fmt = value
+                rendered.append("/".join(sanitize_segment(when.strftime(p), self.rules) for p in fmt.split("/")))
+            else:
+                rendered.append(sanitize_segment(str(value), self.rules) or self.rules.replacement)
+        segments = [s for s in "".join(rendered).split("/") if s]
+        for seg in segments:
+            if seg in (".", ".."):
+                raise MappingError(f"document {self.doc_id}: {field} renders to an unsafe path segment {seg!r}")
+        return [s[: self.rules.max_length] for s in segments]
+
+
+def document_values(doc: Document, integ: Integration) -> dict[str, Any]:
+    """The placeholder values of a document, before mapped fields."""
+    approved = doc.approved_at or datetime.now(timezone.utc)
+    main = doc.files[0] if doc.files else None
+    values: dict[str, Any] = dict(doc.metadata)
+    values.update(integ.identifiers)
+    values.update(
+        doc_id=doc.id,
+        client=doc.client,
+        doc_type=doc.type,
+        sub_org=doc.sub_organisation,
+        approved_at=approved,
+        year=f"{approved:%Y}",
+        month=f"{approved:%m}",
+        day=f"{approved:%d}",
+        ext=main.ext if main else "",
+        version=doc.version,
+        integration=integ.name,
+        original_name=main.name.rsplit(".", 1)[0] if main else "",
+        today=datetime.now(timezone.utc),
+    )
+    return values
+
+
+def map_fields(doc: Document, integ: Integration, lookups: Lookups, values: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    renderer = Renderer(values, integ.mapping.sanitize, doc.id)
+    for name, spec in integ.mapping.fields.items():
+        where = f"mapping.fields.{name}"
+        if isinstance(spec, str):
+            fields[name] = renderer.text(spec, where)
+        elif "constant" in spec:
+            fields[name] = spec["constant"]
+        elif "from" in spec:
+            fields[name] = values.get(spec["from"])
+        else:  # lookup
+            key = renderer.text(str(spec["key"]), f"{where}.key")
+            row = lookups.get(spec["lookup"], key)
+            if row is None:
+                if "default" in spec:
+                    fields[name] = spec["default"]
+                    continue
+                raise MappingError(
+                    f"document {doc.id}: {where}: key {key!r} not found in lookup table {spec['lookup']!r} "
+                    f"({lookups.paths[spec['lookup']]}); add it to the CSV or give the field a default"
+                )
+            fields[name] = row[spec["column"]]
+    return fields
+
+
+def _stream_of(data: bytes):
+    return lambda: io.BytesIO(data)
+
+
+def map_document(doc: Document, integ: Integration, lookups: Lookups, mode: Mode | None = None) -> Package:
+    """Map one document to the package a connector delivers."""
+    if not doc.files:
+        raise MappingError(f"document {doc.id}: has no files")
+    values = document_values(doc, integ)
+    fields = map_fields(doc, integ, lookups, values)
+    values.update(fields)  # mapped fields may be used in names and folders
+    rules = integ.mapping.sanitize
+    renderer = Renderer(values, rules, doc.id)
+    folder = "/".join(renderer.path(integ.mapping.folder, "mapping.folder"))
+    name_parts = renderer.path(integ.mapping.filename, "mapping.filename")
+    if len(name_parts) != 1:
+        raise MappingError(f"document {doc.id}: mapping.filename renders to a path {'/'.join(name_parts)!r}")
+    main_name = _fit(name_parts[0], rules.max_length)
+    stem = main_name.rsplit(".", 1)[0] if "." in main_name else main_name
+    files: list[PackageFile] = []
+    used: set[str] = set()
+    for i, f in enumerate(doc.files):
+        if i == 0:
+            target = main_name
+        else:
+            target = _fit(f"{stem}.{f.ext}" if f.ext else f"{stem}_{f.name}", rules.max_length)
+            if target in used or (integ.mapping.sidecar and target == f"{stem}.json"):
+                target = _fit(f"{stem}_{sanitize_segment(f.name, rules)}", rules.max_length)
+        used.add(target)
+        files.append(
+            PackageFile(
+                name=target,
+                role="document" if i == 0 else "attachment",
+                media_type=f.media_type,
+                size=f.size,
+                sha256=f.sha256,
+                opener=f.open,
+            )
+        )
+    if integ.mapping.sidecar:
+        body = json.dumps(sidecar_content(doc, fields), ensure_ascii=False, indent=2, default=str).encode()
+        files.append(
+            PackageFile(
+                name=_fit(f"{stem}.json", rules.max_length),
+                role="sidecar",
+                media_type="application/json",
+                size=len(body),
+                sha256=hashlib.sha256(body).hexdigest(),
+                opener=_stream_of(body),
+            )
+        )
+    return Package(
+        doc_id=doc.id,
+        version=doc.version,
+        client=doc.client,
+        integration=integ.key,
+        folder=folder,
+        files=files,
+        fields=fields or dict(doc.metadata),
+        mode=mode or Mode(integ.mode if integ.mode != "dry-run" else "production"),
+        document_type=doc.type,
+        values={k: v for k, v in values.items() if isinstance(v, (str, int, float)) or v is None},
+    )
+
+
+def sidecar_content(doc: Document, fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "doc_id": doc.id,
+        "version": doc.version,
+        "client": doc.client,
+        "document_type": doc.type,
+        "sub_organisation": doc.sub_organisation,
+        "tags": doc.tags,
+        "approved_at": doc.approved_at.isoformat() if doc.approved_at else None,
+        "fields": fields or doc.metadata,
+        "files": [{"name": f.name, "media_type": f.media_type, "size": f.size, "sha256": f.sha256} for f in doc.files],
+    }
+
+
+def _fit(name: str, max_length: int) -> str:
+    """Truncate a file name to max_length, keeping its extension."""
+    if len(name) <= max_length:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext) > 10:
+        return name[:max_length]
+    return stem[: max_length - len(ext) - 1] + "." + ext
+
+
+def preview(doc: Document, integ: Integration, lookups: Lookups) -> dict[str, Any]:
+    """What a delivery of this document would look like, without delivering."""
+    package = map_document(doc, integ, lookups)
+    return {
+        "doc_id": doc.id,
+        "integration": integ.key,
+        "connection": integ.connection,
+        "files": [{"path": package.path_of(f), "role": f.role, "size": f.size} for f in package.files],
+        "fields": package.fields,
+    }

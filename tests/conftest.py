@@ -1,0 +1,114 @@
+"""Shared fixtures: one real Prefect server per test session, and an isolated docroute workspace."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real Prefect API server (SQLite) for the whole session; subprocesses reach it via PREFECT_API_URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        url = PREFECT_API_URL.value()
+        old = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        from blocks.base import register_block_types
+
+        register_block_types()
+        yield url
+        if old is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = old
+
+
+@dataclass
+class Workspace:
+    """An inbox, a destination folder, a ledger and a config folder, with blocks saved under unique names."""
+
+    root: Path
+    inbox: Path
+    out: Path
+    config_dir: Path
+    ledger_url: str
+    tag: str
+    clients: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def source_ref(self) -> str:
+        return f"capture-inbox-folder/inbox-{self.tag}"
+
+    @property
+    def connection_ref(self) -> str:
+        return f"local-folder-connection/out-{self.tag}"
+
+    def integration(self, name: str = "invoices", client: str = "acme", **overrides) -> str:
+        """Add an integration to the client's file; returns its key."""
+        spec = {
+            "name": name,
+            "source": self.source_ref,
+            "connection": self.connection_ref,
+            "activated_at": "2026-01-01T00:00:00Z",
+            "lookback": "1d",
+            "retry_delay": 0.05,
+            "mapping": {"folder": "{client}/{doc_type}", "filename": "{doc_id}.{ext}"},
+        }
+        spec.update(overrides)
+        data = self.clients.setdefault(client, {"client": client, "identifiers": {"external_id": "EXT1"}, "integrations": []})
+        data["integrations"] = [i for i in data["integrations"] if i["name"] != name] + [spec]
+        (self.config_dir / "clients" / f"{client}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        return f"{client}/{name}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DOCROUTE_CONFIG_DIR": str(self.config_dir),
+            "DOCROUTE_LEDGER_URL": self.ledger_url,
+            "DOCROUTE_HOME": str(self.root / "home"),
+        }
+
+    def ledger(self):
+        from tasks.ledger import Ledger
+
+        return Ledger(self.ledger_url)
+
+
+@pytest.fixture
+def workspace(tmp_path, prefect_server, monkeypatch) -> Workspace:
+    from blocks.capture_inbox import CaptureInboxFolder
+    from blocks.local_folder import LocalFolderConnection
+    from tasks.settings import get_settings
+
+    tag = uuid.uuid4().hex[:10]
+    ws = Workspace(
+        root=tmp_path,
+        inbox=tmp_path / "inbox",
+        out=tmp_path / "out",
+        config_dir=tmp_path / "config",
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        tag=tag,
+    )
+    for d in (ws.inbox, ws.out, ws.config_dir / "clients", ws.config_dir / "templates", ws.config_dir / "lookups"):
+        d.mkdir(parents=True)
+    CaptureInboxFolder(path=str(ws.inbox), settle_seconds=1.0).save(f"inbox-{tag}")
+    LocalFolderConnection(base_folder=str(ws.out), test_folder=str(tmp_path / "out-test")).save(f"out-{tag}")
+    for key, value in ws.env().items():
+        if key.startswith("DOCROUTE_"):
+            monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield ws
+    get_settings.cache_clear()
+
+
+def utc(*args) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
