@@ -145,10 +145,12 @@ class Schedule(Strict):
         if self.interval is not None and self.interval < timedelta(seconds=30):
             raise ValueError("interval must be at least 30s")
         if self.cron is not None:
-            from croniter import croniter
+            from prefect.client.schemas.schedules import CronSchedule
 
-            if not croniter.is_valid(self.cron):
-                raise ValueError(f"cron {self.cron!r} is not a valid cron expression")
+            try:
+                CronSchedule(cron=self.cron)  # Prefect's own check, so the server accepts it
+            except ValueError:
+                raise ValueError(f"cron {self.cron!r} is not a valid cron expression") from None
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         try:

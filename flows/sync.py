@@ -216,8 +216,11 @@ def process(ctx: RunContext, item: WorkItem) -> Outcome | None:
     ledger.start_attempt(integ.key, doc, info, run)
     try:
         delivery = None
-        if prior and prior["sending_since"] and Ability.IDEMPOTENCY_LOOKUP in ctx.connector.abilities:
-            delivery = ctx.connector.lookup(package)  # an earlier run may have sent it, then died
+        if prior and prior["sending_since"]:  # an earlier run started sending this, then died
+            if Ability.IDEMPOTENCY_LOOKUP in ctx.connector.abilities:
+                delivery = ctx.connector.lookup(package)
+            if delivery is None and Ability.REMOVE_PARTIAL in ctx.connector.abilities:
+                ctx.connector.remove_partial(package)
         if delivery is None:
             delivery = _send(ctx, package)
     except DeliveryError as exc:

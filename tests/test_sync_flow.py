@@ -53,3 +53,199 @@ def test_delivers_new_approved_documents_and_records_them(workspace):
     # a second run finds nothing new and delivers nothing again
     again = sync(integration=key)
     assert again["outcomes"] == []
+
+
+RUNNER = """
+import json, sys
+from flows.sync import sync, SyncFailed
+try:
+    result = sync(integration=sys.argv[1])
+    print("RESULT " + json.dumps([o["status"] for o in result["outcomes"]]))
+except SyncFailed as exc:
+    print("FAILED " + str(exc))
+"""
+
+
+def start_sync_process(ws, key):
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, key],
+        env=ws.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+
+
+def confirmations(ws, key):
+    """doc_id -> number of times the ledger recorded a confirmed delivery."""
+    out: dict[str, int] = {}
+    for e in ws.ledger().events_of(key):
+        if e["event"] in ("delivered", "already-present"):
+            out[e["doc_id"]] = out.get(e["doc_id"], 0) + 1
+    return out
+
+
+def test_nothing_lost_nothing_twice_when_the_sync_process_is_killed_mid_run(workspace):
+    key = workspace.integration(throttle_per_second=25)
+    ids = seed(workspace, 150)
+    proc = start_sync_process(workspace, key)
+    folder = workspace.out / "acme" / "invoice"
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("*.pdf"))) < 30 if folder.exists() else True:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.pdf")}
+    assert 30 <= len(before) < len(ids)  # killed mid-run
+
+    result = sync(integration=key)
+    assert delivered_files(workspace) == [f"{i}.pdf" for i in ids]
+    assert list(folder.glob(".*.partial")) == []  # what the killed write left was removed
+    for name, (ino, mtime) in before.items():  # what the killed run delivered was not written again
+        st = (folder / name).stat()
+        assert (st.st_ino, st.st_mtime_ns) == (ino, mtime), name
+    for i in ids:
+        assert (folder / f"{i}.pdf").read_bytes() == (workspace.inbox / f"{i}.pdf").read_bytes()
+    assert confirmations(workspace, key) == {i: 1 for i in ids}
+    assert {r["status"] for r in workspace.ledger().rows(key)} == {DELIVERED}
+    rerun = {o["doc_id"]: o["status"] for o in result["outcomes"]}
+    delivered_before_kill = {n.removesuffix(".pdf") for n in before}
+    assert set(rerun) == set(ids) - delivered_before_kill | {d for d, s in rerun.items() if s == "already-present"}
+    assert len([s for s in rerun.values() if s == "already-present"]) <= 1  # at most the one in flight at the kill
+
+
+def test_two_concurrent_runs_never_deliver_a_document_twice(workspace):
+    key = workspace.integration(throttle_per_second=60)
+    ids = seed(workspace, 60)
+    procs = [start_sync_process(workspace, key) for _ in range(2)]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    results = [json.loads(line.split(" ", 1)[1]) for out in outputs for line in out.splitlines() if line.startswith("RESULT ")]
+    assert len(results) == 2, outputs
+    delivered_per_run = sorted(r.count("delivered") for r in results)
+    assert delivered_per_run == [0, len(ids)]  # the second waited for the lock, then found nothing to do
+    assert confirmations(workspace, key) == {i: 1 for i in ids}
+    assert delivered_files(workspace) == [f"{i}.pdf" for i in ids]
+
+
+def test_one_bad_document_does_not_block_the_others_and_the_run_names_it(workspace):
+    key = workspace.integration(max_attempts=2)
+    good = seed(workspace, 4)
+    write_document(workspace.inbox, "BAD-EMPTY", client="acme", approved_at=NOW() - timedelta(hours=1), pdf=b"")
+    write_document(workspace.inbox, "BAD-NOPDF", client="acme", approved_at=NOW() - timedelta(hours=1))
+    (workspace.inbox / "BAD-NOPDF.pdf").unlink()
+    state = sync(integration=key, return_state=True)
+    assert state.is_failed()
+    assert "BAD-EMPTY" in state.message and "BAD-NOPDF" in state.message
+    assert "2 of 6 documents failed" in state.message
+    assert delivered_files(workspace) == [f"{i}.pdf" for i in good]
+    statuses = {r["doc_id"]: r["status"] for r in workspace.ledger().rows(key)}
+    assert statuses["BAD-EMPTY"] == FAILED and statuses["BAD-NOPDF"] == FAILED
+    assert "is empty" in workspace.ledger().rows(key, doc_ids=["BAD-EMPTY"])[0]["last_error"]
+
+    # the next run tries them again; after max_attempts a permanent problem is parked
+    with pytest.raises(SyncFailed):
+        sync(integration=key)
+    statuses = {r["doc_id"]: r["status"] for r in workspace.ledger().rows(key)}
+    assert statuses["BAD-EMPTY"] == NEEDS_ATTENTION and statuses["BAD-NOPDF"] == NEEDS_ATTENTION
+    assert sync(integration=key)["outcomes"] == []  # parked ones do not fail every later run
+
+    # the capture system fixes the missing PDF: a parked document comes back once it changes
+    (workspace.inbox / "BAD-NOPDF.pdf").write_bytes((workspace.inbox / f"{good[0]}.pdf").read_bytes())
+    os.utime(workspace.inbox / "BAD-NOPDF.pdf", (time.time() - 60, time.time() - 60))
+    result = sync(integration=key)
+    assert [o["doc_id"] for o in result["outcomes"] if o["status"] == "delivered"] == ["BAD-NOPDF"]
+
+
+def test_malformed_and_half_written_pairs_are_retried_not_dropped(workspace):
+    key = workspace.integration(lookback="1h")
+    seed(workspace, 2)
+    (workspace.inbox / "HALF-1.pdf").write_bytes(b"%PDF-1.4 still being written")  # young: settle time not passed
+    write_document(workspace.inbox, "HALF-1", client="acme", approved_at=NOW() - timedelta(hours=30), settled=False)
+    (workspace.inbox / "BROKEN-1.json").write_text('{"client": "acme", "type": "inv')
+    old = time.time() - 3600
+    os.utime(workspace.inbox / "BROKEN-1.json", (old, old))
+    state = sync(integration=key, return_state=True)
+    assert state.is_failed() and "BROKEN-1" in state.message and "not valid UTF-8 JSON" in state.message
+    assert "HALF-1" not in state.message  # still being written is not a failure
+    # both are approved long before the cursor: only the ledger brings them back
+    time.sleep(1.2)
+    write_document(
+        workspace.inbox, "BROKEN-1", client="acme", approved_at=NOW() - timedelta(hours=30),
+        metadata={"number": "B1", "supplier": "Initech"},
+    )
+    result = sync(integration=key)
+    assert sorted(o["doc_id"] for o in result["outcomes"] if o["status"] == "delivered") == ["BROKEN-1", "HALF-1"]
+    assert (workspace.out / "acme/invoice/HALF-1.pdf").exists()
+
+
+def test_late_approval_inside_the_lookback_is_delivered_and_before_activation_is_not(workspace):
+    key = workspace.integration(lookback="6h", activated_at="2026-06-01T00:00:00Z")
+    write_document(workspace.inbox, "LATE-1", client="acme", status="pending", approved_at=None)
+    write_document(workspace.inbox, "OLD-1", client="acme", approved_at=utc(2026, 5, 31, 23, 59))
+    sync(integration=key)
+    assert delivered_files(workspace) == []
+    cursor = workspace.ledger().cursor(key)
+    # approved later, but with an approval time before the cursor (inside the lookback)
+    write_document(workspace.inbox, "LATE-1", client="acme", approved_at=cursor - timedelta(hours=2))
+    # outside the lookback: a normal run does not see it, a backfill does
+    write_document(workspace.inbox, "LATE-2", client="acme", approved_at=cursor - timedelta(hours=9))
+    sync(integration=key)
+    assert delivered_files(workspace) == ["LATE-1.pdf"]
+    sync(integration=key, since=utc(2026, 1, 1))  # backfill from before activation: activation still holds
+    assert delivered_files(workspace) == ["LATE-1.pdf", "LATE-2.pdf"]
+    assert workspace.ledger().cursor(key) > cursor
+    assert workspace.ledger().rows(key, doc_ids=["OLD-1"]) == []
+
+
+def test_force_redelivers_and_dry_run_delivers_nothing(workspace):
+    key = workspace.integration(mapping={"folder": "{client}/{doc_type}", "filename": "{doc_id}.{ext}", "sidecar": True})
+    ids = seed(workspace, 3)
+    dry = sync(integration=key, dry_run=True)
+    assert [o["status"] for o in dry["outcomes"]] == ["would-deliver"] * 3
+    assert [o["remote"] for o in dry["outcomes"]] == [f"acme/invoice/{i}.pdf" for i in ids]
+    assert not any(workspace.out.rglob("*"))
+    assert workspace.ledger().rows(key) == [] and workspace.ledger().cursor(key) is None
+
+    sync(integration=key)
+    assert delivered_files(workspace) == sorted([f"{i}.pdf" for i in ids] + [f"{i}.json" for i in ids])
+    sidecar = json.loads((workspace.out / f"acme/invoice/{ids[0]}.json").read_text())
+    assert sidecar["doc_id"] == ids[0] and sidecar["fields"]["number"] == ids[0]
+    (workspace.out / f"acme/invoice/{ids[1]}.pdf").unlink()  # someone deleted it at the destination
+    assert sync(integration=key)["outcomes"] == []
+    assert not (workspace.out / f"acme/invoice/{ids[1]}.pdf").exists()
+    forced = sync(integration=key, force=True, since=utc(2026, 1, 1))
+    assert sorted(o["doc_id"] for o in forced["outcomes"]) == ids
+    assert (workspace.out / f"acme/invoice/{ids[1]}.pdf").read_bytes() == (workspace.inbox / f"{ids[1]}.pdf").read_bytes()
+
+
+async def _artifacts_and_run(flow_run_id, key):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        run = await client.read_flow_run(flow_run_id)
+        arts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        )
+        return run, arts
+
+
+def test_run_is_named_after_the_integration_and_reports_per_document(workspace):
+    import asyncio
+
+    key = workspace.integration(name="invoices-report")
+    ids = seed(workspace, 3)
+    write_document(workspace.inbox, "BAD-Z", client="acme", approved_at=NOW() - timedelta(hours=1), pdf=b"not a pdf")
+    state = sync(integration=key, return_state=True)
+    run, arts = asyncio.run(_artifacts_and_run(state.state_details.flow_run_id, "sync-acme-invoices-report"))
+    assert run.name.startswith("acme/invoices-report ")
+    assert run.parameters["integration"] == key and run.parameters["force"] is False
+    assert len(arts) == 1 and arts[0].type == "table"
+    rows = json.loads(arts[0].data) if isinstance(arts[0].data, str) else arts[0].data
+    by_doc = {r["document"]: r for r in rows}
+    assert set(by_doc) == set(ids) | {"BAD-Z"}
+    assert by_doc["BAD-Z"]["status"] == "failed" and "not a PDF" in by_doc["BAD-Z"]["error"]
+    assert by_doc[ids[0]]["remote path"].endswith(f"{ids[0]}.pdf")

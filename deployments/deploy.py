@@ -1,0 +1,120 @@
+"""Turn the integrations under deployments/ into Prefect deployments: one per integration.
+
+    python -m deployments.deploy            # create/update the deployments, then serve them (a long-running process)
+    python -m deployments.deploy --no-serve # only create/update them (e.g. before starting a served process elsewhere)
+
+Each deployment is named after client and integration (e.g. "acme-invoices-to-erp"),
+runs the `docroute-sync` flow with that integration, has concurrency limit 1,
+tags "client:<client>" and "connector:<block type>", and an interval or cron
+schedule with a slug. The schedule in the client file is the initial one:
+once a deployment exists, its schedules and its paused state belong to the
+Prefect UI, and a redeploy keeps whatever an ops user set there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+from prefect.deployments.runner import RunnerDeployment
+
+from deployments.config import Config, Integration, load_config
+
+FLOW_NAME = "docroute-sync"
+
+
+def deployment_name(integ: Integration) -> str:
+    return integ.slug
+
+
+def schedule_slug(integ: Integration) -> str:
+    return f"{integ.slug}-schedule"
+
+
+def _initial_schedules(integ: Integration) -> list[DeploymentScheduleCreate]:
+    s = integ.schedule
+    if s is None or not integ.enabled:
+        return []
+    if s.interval is not None:
+        schedule = IntervalSchedule(interval=s.interval, timezone=s.timezone)
+    else:
+        schedule = CronSchedule(cron=s.cron, timezone=s.timezone)
+    return [DeploymentScheduleCreate(schedule=schedule, active=True, slug=schedule_slug(integ))]
+
+
+async def _existing(names: list[str]) -> dict[str, object]:
+    found = {}
+    async with get_client() as client:
+        for name in names:
+            try:
+                found[name] = await client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+            except Exception:  # noqa: BLE001 - ObjectNotFound: a new deployment
+                continue
+    return found
+
+
+def build_deployments(config: Config) -> list[RunnerDeployment]:
+    """RunnerDeployments for every integration, keeping schedules and pauses set in the UI."""
+    from flows.sync import sync
+
+    integrations = list(config.integrations.values())
+    existing = asyncio.run(_existing([deployment_name(i) for i in integrations]))
+    out = []
+    for integ in integrations:
+        name = deployment_name(integ)
+        connector = integ.connection.split("/")[0]
+        deployment = sync.to_deployment(
+            name=name,
+            parameters={"integration": integ.key},
+            tags=[f"client:{integ.client}", f"connector:{connector}", "docroute"],
+            concurrency_limit=1,
+            description=integ.description or f"Export {integ.key} through {integ.connection}",
+        )
+        current = existing.get(name)
+        if current is None:
+            deployment.schedules = _initial_schedules(integ)
+        else:
+            deployment.schedules = [
+                DeploymentScheduleCreate(schedule=s.schedule, active=s.active, slug=s.slug) for s in current.schedules
+            ]
+            deployment.paused = current.paused
+        out.append(deployment)
+    return out
+
+
+def apply_deployments(config: Config) -> list[str]:
+    """Create or update the deployments on the Prefect server; returns their names."""
+    names = []
+    for deployment in build_deployments(config):
+        deployment.apply()
+        names.append(f"{FLOW_NAME}/{deployment.name}")
+    return names
+
+
+def serve_deployments(config: Config, limit: int | None = None) -> None:
+    """Serve every integration's deployment from this process until Ctrl-C."""
+    from prefect import serve
+
+    # pause_on_shutdown=False: stopping the serving process must not pause the schedules ops set.
+    serve(*build_deployments(config), pause_on_shutdown=False, limit=limit)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-serve", action="store_true", help="create or update the deployments, then exit")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many sync runs at once when serving")
+    args = parser.parse_args(argv)
+    config = load_config()
+    if args.no_serve:
+        for name in apply_deployments(config):
+            print(name)
+    else:
+        serve_deployments(config, args.limit)
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,58 @@
+"""Deployments generated from deployments/: one per integration, and a redeploy keeps what ops set in the UI."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from prefect.client.orchestration import get_client
+
+from deployments.config import load_config
+from deployments.deploy import FLOW_NAME, apply_deployments
+
+
+async def _read(name):
+    async with get_client() as client:
+        return await client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+
+
+async def _ops_changes(name):
+    """What an ops user does in the UI: set the interval to 2h and pause the deployment."""
+    from prefect.client.schemas.schedules import IntervalSchedule
+
+    async with get_client() as client:
+        dep = await client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+        await client.update_deployment_schedule(dep.id, dep.schedules[0].id, schedule=IntervalSchedule(interval=timedelta(hours=2)))
+        await client.pause_deployment(dep.id)
+
+
+def test_one_deployment_per_integration_with_slugged_schedule_and_limit(workspace):
+    client = f"c{workspace.tag}"
+    workspace.integration("invoices", client=client, schedule={"interval": "5m"}, filters={"document_types": ["invoice"]})
+    workspace.integration("orders", client=client, schedule={"cron": "*/10 7-19 * * 1-5"}, filters={"document_types": ["order_confirmation"]})
+    workspace.integration("alternate", client=client, enabled=False, schedule={"interval": "1h"}, filters={"document_types": ["credit_note"]})
+    names = apply_deployments(load_config(only=None))
+    assert f"{FLOW_NAME}/{client}-invoices" in names and f"{FLOW_NAME}/{client}-orders" in names
+
+    inv = asyncio.run(_read(f"{client}-invoices"))
+    assert inv.parameters == {"integration": f"{client}/invoices"}
+    assert set(inv.tags) >= {f"client:{client}", "connector:local-folder-connection"}
+    assert inv.global_concurrency_limit is not None and inv.global_concurrency_limit.limit == 1
+    assert [s.slug for s in inv.schedules] == [f"{client}-invoices-schedule"]
+    assert inv.schedules[0].schedule.interval == timedelta(minutes=5) and inv.schedules[0].active
+    orders = asyncio.run(_read(f"{client}-orders"))
+    assert orders.schedules[0].schedule.cron == "*/10 7-19 * * 1-5"
+    assert asyncio.run(_read(f"{client}-alternate")).schedules == []  # on demand only
+
+
+def test_redeploy_keeps_the_interval_and_pause_set_in_the_ui(workspace):
+    client = f"d{workspace.tag}"
+    workspace.integration("invoices", client=client, schedule={"interval": "5m"})
+    apply_deployments(load_config())
+    asyncio.run(_ops_changes(f"{client}-invoices"))
+    apply_deployments(load_config())  # e.g. after a config change and redeploy
+    dep = asyncio.run(_read(f"{client}-invoices"))
+    assert dep.paused is True
+    assert len(dep.schedules) == 1
+    assert dep.schedules[0].schedule.interval == timedelta(hours=2)
+    assert dep.schedules[0].slug == f"{client}-invoices-schedule"
