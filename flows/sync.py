@@ -111,6 +111,11 @@ def plan_run(ctx: RunContext, start: datetime, end: datetime, document_ids: list
             if cand.approved_at is not None and start <= cand.approved_at <= end:
                 items[cand.doc_id] = WorkItem(cand)
         for problem in problems:
+            if problem.meta is not None:  # readable metadata: only this integration's documents, in the window
+                if not _wanted(ctx, problem.meta, problem.approved_at):
+                    continue
+                if problem.approved_at is None or not start <= problem.approved_at <= end:
+                    continue
             items[problem.doc_id] = WorkItem(None, problem)
         # Earlier failures and parked documents are looked at again whatever their approval time.
         for row in ledger.rows(integ.key, statuses=L.OPEN_STATUSES + (L.NEEDS_ATTENTION,)):
@@ -133,11 +138,11 @@ def _item(found: Candidate | SourceProblem, targeted: bool = False) -> WorkItem:
     return WorkItem(found, None, targeted)
 
 
-def _wanted(ctx: RunContext, cand: Candidate) -> bool:
-    meta, integ = cand.meta, ctx.integ
-    if integ.filters.approved_only and (meta.get("status") != "approved" or cand.approved_at is None):
+def _wanted(ctx: RunContext, meta: dict[str, Any], approved_at: datetime | None) -> bool:
+    integ = ctx.integ
+    if integ.filters.approved_only and (meta.get("status") != "approved" or approved_at is None):
         return False
-    if cand.approved_at is not None and cand.approved_at < integ.activated_at:
+    if approved_at is not None and approved_at < integ.activated_at:
         return False
     return integ.filters.matches(meta.get("type", ""), meta.get("sub_organisation"), [str(t) for t in meta.get("tags") or []])
 
@@ -171,7 +176,7 @@ def process(ctx: RunContext, item: WorkItem) -> Outcome | None:
         return Outcome(p.doc_id, status, error=p.message)
     cand = item.candidate
     assert cand is not None
-    if not _wanted(ctx, cand):
+    if not _wanted(ctx, cand.meta, cand.approved_at):
         for row in ctx.known.get(cand.doc_id, []):
             if row["status"] in L.OPEN_STATUSES and not ctx.dry_run:
                 ledger.supersede(integ.key, cand.doc_id, row["version"], "no longer matches the integration's filters", run)

@@ -31,6 +31,8 @@ class SourceProblem:
     client: str | None  # None when the metadata could not be read at all
     message: str
     transient: bool  # still being written: not counted as a failed attempt
+    meta: dict[str, Any] | None = None  # the metadata, when it could be read (for filters and the window)
+    approved_at: datetime | None = None
 
 
 @dataclass
@@ -115,13 +117,16 @@ class InboxFolderSource:
         parts = []
         for name in names:
             path = self.root / str(name)
+            problem = None
             if path.parent != self.root:
-                return SourceProblem(doc_id, client, f"document {doc_id}: file name {name!r} points outside the inbox", False)
-            if not path.is_file():
-                return SourceProblem(doc_id, client, f"document {doc_id}: {name} is missing (metadata without file)", False)
+                problem = (f"document {doc_id}: file name {name!r} points outside the inbox", False)
+            elif not path.is_file():
+                problem = (f"document {doc_id}: {name} is missing (metadata without file)", False)
+            elif now - path.stat().st_mtime < self.block.settle_seconds:
+                problem = (f"document {doc_id}: {name} is still being written", True)
+            if problem:
+                return SourceProblem(doc_id, client, *problem, meta=meta, approved_at=approved_at)
             st = path.stat()
-            if now - st.st_mtime < self.block.settle_seconds:
-                return SourceProblem(doc_id, client, f"document {doc_id}: {name} is still being written", True)
             parts.append(f"{st.st_size}:{st.st_mtime_ns}")
         return Candidate(doc_id, meta, approved_at, ",".join(parts))
 
