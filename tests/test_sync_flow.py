@@ -249,3 +249,50 @@ def test_run_is_named_after_the_integration_and_reports_per_document(workspace):
     assert set(by_doc) == set(ids) | {"BAD-Z"}
     assert by_doc["BAD-Z"]["status"] == "failed" and "not a PDF" in by_doc["BAD-Z"]["error"]
     assert by_doc[ids[0]]["remote path"].endswith(f"{ids[0]}.pdf")
+
+
+def test_bad_configuration_fails_before_any_document_is_touched(workspace):
+    from deployments.config import ConfigError
+
+    key = workspace.integration(mapping={"folder": "{client}", "filename": "{suplier}.{ext}"})
+    seed(workspace, 2)
+    state = sync(integration=key, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ConfigError) as info:
+        state.result()
+    text = str(info.value)
+    assert "acme.yaml" in text and "'invoices'" in text and "mapping.filename" in text and "{suplier}" in text
+    assert workspace.ledger().rows(key) == [] and workspace.ledger().cursor(key) is None
+    assert not any(workspace.out.rglob("*"))
+
+    key = workspace.integration(connection="local-folder-connection/no-such-block")
+    with pytest.raises(ConfigError, match="connection: block 'local-folder-connection/no-such-block' does not exist"):
+        sync(integration=key)
+    assert not any(workspace.out.rglob("*"))
+
+
+def test_test_mode_delivers_to_the_connections_test_folder(workspace):
+    key = workspace.integration(mode="test")
+    ids = seed(workspace, 2)
+    sync(integration=key)
+    assert not any(workspace.out.rglob("*.pdf"))
+    assert sorted(p.name for p in (workspace.root / "out-test").rglob("*.pdf")) == [f"{i}.pdf" for i in ids]
+
+
+def test_cli_preview_and_validate(workspace):
+    key = workspace.integration(mapping={"folder": "{external_id}/{approved_at:%Y/%m}", "filename": "{number}_{supplier}.{ext}"})
+    write_document(
+        workspace.inbox, "PRE-1", client="acme", approved_at=utc(2026, 3, 4, 10),
+        metadata={"number": "INV/77", "supplier": "../../etc Société"},
+    )
+    cwd = os.path.dirname(os.path.dirname(__file__))
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "preview", key, "PRE-1"], env=workspace.env(), capture_output=True, text=True, cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert [f["path"] for f in shown["files"]] == ["EXT1/2026/03/INV_77__._etc Société.pdf"]  # "/" and ".." never survive
+    assert not any(workspace.out.rglob("*"))  # previewing delivers nothing
+
+    workspace.integration("other", filters={"document_types": ["invoice"]}, mapping={"folder": "{client}", "filename": "{doc_id}.{ext}", "sidecar": "yes please"})
+    bad = subprocess.run([sys.executable, "-m", "flows.cli", "validate"], env=workspace.env(), capture_output=True, text=True, cwd=cwd)
+    assert bad.returncode == 2
+    assert "acme.yaml: integration 'other': mapping.sidecar" in bad.stderr
