@@ -8,7 +8,7 @@ in a table artifact keyed per integration and in the run's logs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -57,18 +57,28 @@ class WorkItem:
 
 
 @dataclass
+class Send:
+    """A mapped document about to be sent."""
+
+    doc: Any
+    package: Any
+    prior: dict | None
+    info: dict
+    outcome: Outcome
+
+
 class RunContext:
-    integ: Integration
-    config: Config
-    ledger: L.Ledger
-    source: Any
-    connector: Connector | None
-    lookups: Lookups
-    run_id: str
-    force: bool
-    dry_run: bool
-    known: dict[str, list[dict]] = field(default_factory=dict)  # doc_id -> ledger rows
-    last_send: float = 0.0
+    """Everything one run shares. A plain class on purpose: Prefect walks dataclass and list task
+    parameters looking for futures, which costs seconds at thousands of documents."""
+
+    def __init__(self, integ: Integration, config: Config, ledger: L.Ledger, source: Any, lookups: Lookups, run_id: str, force: bool, dry_run: bool):
+        self.integ, self.config, self.ledger, self.source, self.lookups = integ, config, ledger, source, lookups
+        self.run_id, self.force, self.dry_run = run_id, force, dry_run
+        self.connector: Connector | None = None
+        self.known: dict[str, list[dict]] = {}  # doc_id -> ledger rows
+        self.work: list[WorkItem] = []
+        self.outcomes: list[Outcome] = []
+        self.last_send = 0.0
 
 
 def _run_name() -> str:
@@ -95,7 +105,7 @@ def validate_config(integration: str) -> tuple[Integration, Config]:
 
 
 @task(name="plan", cache_policy=NO_CACHE, persist_result=False)
-def plan_run(ctx: RunContext, start: datetime, end: datetime, document_ids: list[str] | None) -> list[WorkItem]:
+def plan_run(ctx: RunContext, start: datetime, end: datetime, document_ids: list[str] | None) -> int:
     """Documents this run looks at: new ones in the window, earlier failures, and named ones."""
     integ, ledger = ctx.integ, ctx.ledger
     items: dict[str, WorkItem] = {}
@@ -129,7 +139,8 @@ def plan_run(ctx: RunContext, start: datetime, end: datetime, document_ids: list
     for i in range(0, len(ids), 500):
         for row in ledger.rows(integ.key, doc_ids=ids[i : i + 500]):
             ctx.known.setdefault(row["doc_id"], []).append(row)
-    return list(items.values())
+    ctx.work = list(items.values())
+    return len(ctx.work)
 
 
 def _item(found: Candidate | SourceProblem, targeted: bool = False) -> WorkItem:
@@ -147,18 +158,26 @@ def _wanted(ctx: RunContext, meta: dict[str, Any], approved_at: datetime | None)
     return integ.filters.matches(meta.get("type", ""), meta.get("sub_organisation"), [str(t) for t in meta.get("tags") or []])
 
 
+SEND_CHUNK = 50  # documents whose attempts, then results, are recorded in one ledger transaction each
+
+
 @task(name="deliver-batch", cache_policy=NO_CACHE, persist_result=False)
-def deliver_batch(ctx: RunContext, batch: list[WorkItem]) -> list[Outcome]:
-    outcomes = []
-    for item in batch:
-        outcome = process(ctx, item)
-        if outcome is not None:
-            outcomes.append(outcome)
-    return outcomes
+def deliver_batch(ctx: RunContext, start: int, stop: int) -> int:
+    """Documents ctx.work[start:stop]; outcomes go to ctx.outcomes. Returns how many were processed."""
+    sends: list[Send] = []
+    for item in ctx.work[start:stop]:
+        prepared = prepare(ctx, item)
+        if isinstance(prepared, Send):
+            sends.append(prepared)
+        elif prepared is not None:
+            ctx.outcomes.append(prepared)
+    for i in range(0, len(sends), SEND_CHUNK):
+        ctx.outcomes.extend(send_chunk(ctx, sends[i : i + SEND_CHUNK]))
+    return stop - start
 
 
-def process(ctx: RunContext, item: WorkItem) -> Outcome | None:
-    """One document, start to end. Never raises: every problem becomes an outcome and a ledger row."""
+def prepare(ctx: RunContext, item: WorkItem) -> Outcome | Send | None:
+    """Read, check and map one document. Returns an Outcome when nothing is to be sent, None to skip."""
     integ, ledger, run = ctx.integ, ctx.ledger, ctx.run_id
     logger = get_run_logger()
     if item.problem is not None:
@@ -183,22 +202,16 @@ def process(ctx: RunContext, item: WorkItem) -> Outcome | None:
         return None
     rows = ctx.known.get(cand.doc_id, [])
     same = [r for r in rows if r["fingerprint"] == cand.fingerprint]
-    if same and not ctx.force:
-        if same[0]["status"] == L.DELIVERED:
-            return None
-        if same[0]["status"] == L.NEEDS_ATTENTION and not item.targeted:
-            return None
+    if same and not ctx.force and _settled(same[0], item):
+        return None  # unchanged since it was delivered (or parked): no need to read the files again
     meta = cand.meta.get("metadata") or {}
     base = Outcome(cand.doc_id, "", str(meta.get("number", "")), str(meta.get("supplier", "")), cand.meta.get("type", ""))
     doc = ctx.source.document(cand)
     if isinstance(doc, SourceProblem):
-        return process(ctx, WorkItem(None, doc))
+        return prepare(ctx, WorkItem(None, doc))
     prior = next((r for r in rows if r["version"] == doc.version), None)
-    if prior and not ctx.force:
-        if prior["status"] == L.DELIVERED:
-            return None
-        if prior["status"] == L.NEEDS_ATTENTION and not item.targeted:
-            return None
+    if prior and not ctx.force and _settled(prior, item):
+        return None
     info = {
         "approved_at": doc.approved_at,
         "fingerprint": cand.fingerprint,
@@ -217,30 +230,49 @@ def process(ctx: RunContext, item: WorkItem) -> Outcome | None:
     remote = package.path_of(package.main)
     if ctx.dry_run:
         return _with(base, "would-deliver", remote=remote)
-    assert ctx.connector is not None
-    ledger.start_attempt(integ.key, doc, info, run)
-    try:
-        delivery = None
-        if prior and prior["sending_since"]:  # an earlier run started sending this, then died
-            if Ability.IDEMPOTENCY_LOOKUP in ctx.connector.abilities:
-                delivery = ctx.connector.lookup(package)
-            if delivery is None and Ability.REMOVE_PARTIAL in ctx.connector.abilities:
-                ctx.connector.remove_partial(package)
-        if delivery is None:
-            delivery = _send(ctx, package)
-    except DeliveryError as exc:
-        status = ledger.mark_failed(integ.key, doc.id, doc.version, str(exc), permanent=exc.permanent, max_attempts=integ.max_attempts, run=run)
-        logger.warning("%s", exc)
-        return _with(base, status, remote=remote, error=str(exc))
-    except Exception as exc:  # noqa: BLE001 - one bad document never blocks the others
-        error = f"document {doc.id}: unexpected {type(exc).__name__}: {exc}"
-        status = ledger.mark_failed(integ.key, doc.id, doc.version, error, permanent=False, max_attempts=integ.max_attempts, run=run)
-        logger.error("%s", error)
-        return _with(base, status, remote=remote, error=error)
-    ledger.mark_delivered(integ.key, doc.id, doc.version, delivery.remote_ref, already_present=delivery.already_present, run=run)
-    if integ.archive_after_transfer:
-        ctx.source.archive(doc)  # only after the delivery is recorded
-    return _with(base, "already-present" if delivery.already_present else "delivered", remote=delivery.remote_ref)
+    return Send(doc, package, prior, info, _with(base, "", remote=remote))
+
+
+def _settled(row: dict, item: WorkItem) -> bool:
+    """Delivered, or parked (unless the run names the document): nothing to do."""
+    return row["status"] == L.DELIVERED or (row["status"] == L.NEEDS_ATTENTION and not item.targeted)
+
+
+def send_chunk(ctx: RunContext, sends: list[Send]) -> list[Outcome]:
+    """Record the attempts, send each document, then record the confirmed results."""
+    integ, ledger, connector = ctx.integ, ctx.ledger, ctx.connector
+    assert connector is not None
+    ledger.begin_attempts(integ.key, [(s.doc.id, s.doc.version, s.info) for s in sends], ctx.run_id)
+    results: list[L.Result] = []
+    for s in sends:
+        try:
+            delivery = None
+            if s.prior and s.prior["sending_since"]:  # an earlier run started sending this, then died
+                if Ability.IDEMPOTENCY_LOOKUP in connector.abilities:
+                    delivery = connector.lookup(s.package)
+                if delivery is None and Ability.REMOVE_PARTIAL in connector.abilities:
+                    connector.remove_partial(s.package)
+            if delivery is None:
+                delivery = _send(ctx, s.package)
+            results.append(L.Result(s.doc.id, s.doc.version, remote_ref=delivery.remote_ref, already_present=delivery.already_present))
+        except DeliveryError as exc:
+            results.append(L.Result(s.doc.id, s.doc.version, error=str(exc), permanent=exc.permanent))
+        except Exception as exc:  # noqa: BLE001 - one bad document never blocks the others
+            error = f"document {s.doc.id}: unexpected {type(exc).__name__}: {exc}"
+            results.append(L.Result(s.doc.id, s.doc.version, error=error))
+    statuses = ledger.record(integ.key, results, max_attempts=integ.max_attempts, run=ctx.run_id)
+    logger = get_run_logger()
+    outcomes = []
+    for s, r in zip(sends, results):
+        if r.error is None:
+            if integ.archive_after_transfer:
+                ctx.source.archive(s.doc)  # only after the delivery is recorded
+            status = "already-present" if r.already_present else "delivered"
+            outcomes.append(_with(s.outcome, status, remote=r.remote_ref or ""))
+        else:
+            logger.warning("%s", r.error)
+            outcomes.append(_with(s.outcome, statuses[r.doc_id], remote=s.outcome.remote, error=r.error))
+    return outcomes
 
 
 def _with(base: Outcome, status: str, **kw: str) -> Outcome:
@@ -337,11 +369,10 @@ def sync(
             window_start = max(_utc(since) if since else default_start, integ.activated_at)
             window_end = min(_utc(until) if until else start_time, start_time)  # capped at the run's start
             source = load_block(integ.source).source()
-            ctx = RunContext(integ, config, ledger, source, None, Lookups(config, integ), run_id, force, dry_run)
-            work = plan_run(ctx, window_start, window_end, document_ids)
-            logger.info("%s: %d documents to look at, window %s .. %s", integ.key, len(work), window_start.isoformat(), window_end.isoformat())
-            outcomes: list[Outcome] = []
-            if work:
+            ctx = RunContext(integ, config, ledger, source, Lookups(config, integ), run_id, force, dry_run)
+            total = plan_run(ctx, window_start, window_end, document_ids)
+            logger.info("%s: %d documents to look at, window %s .. %s", integ.key, total, window_start.isoformat(), window_end.isoformat())
+            if total:
                 if not dry_run:
                     mode = Mode(integ.mode)
                     ctx.connector = load_block(integ.connection).connector(mode, integ.connection_options)
@@ -351,8 +382,8 @@ def sync(
                         raise SyncFailed(f"{integ.key}: cannot open connection {integ.connection}: {exc}") from None
                 try:
                     size = get_settings().batch_size
-                    for i in range(0, len(work), size):
-                        outcomes += deliver_batch(ctx, work[i : i + size])
+                    for i in range(0, total, size):
+                        deliver_batch(ctx, i, min(i + size, total))
                 finally:
                     if ctx.connector is not None:
                         ctx.connector.close()
@@ -360,6 +391,7 @@ def sync(
                 ledger.set_cursor(integ.key, window_end, run_id)
     finally:
         ledger.dispose()
+    outcomes = ctx.outcomes
     summary = _report(integ, outcomes, (window_start, window_end), dry_run)
     failed = [o for o in outcomes if o.failed]
     if failed:

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,26 @@ import sqlalchemy as sa
 PENDING, DELIVERED, FAILED, NEEDS_ATTENTION, SUPERSEDED = "pending", "delivered", "failed", "needs-attention", "superseded"
 OPEN_STATUSES = (PENDING, FAILED)
 UNREADABLE = "unreadable"  # version of a document whose metadata could not be read
+
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A timezone-aware datetime stored as UTC. SQLite keeps no offset: without this, 12:00+02:00
+    would be stored as 12:00 and read back as 12:00 UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
 
 metadata = sa.MetaData()
 documents = sa.Table(
@@ -36,15 +57,15 @@ documents = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text),
     sa.Column("remote_ref", sa.Text),
-    sa.Column("delivered_at", sa.DateTime(timezone=True)),
-    sa.Column("sending_since", sa.DateTime(timezone=True)),
-    sa.Column("approved_at", sa.DateTime(timezone=True)),
+    sa.Column("delivered_at", UTCDateTime()),
+    sa.Column("sending_since", UTCDateTime()),
+    sa.Column("approved_at", UTCDateTime()),
     sa.Column("fingerprint", sa.Text),
     sa.Column("doc_type", sa.String(100)),
     sa.Column("number", sa.String(200)),
     sa.Column("supplier", sa.String(300)),
-    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("last_run", sa.String(64)),
     sa.UniqueConstraint("integration", "doc_id", "version", name="uq_documents_key"),
     sa.Index("ix_documents_status", "integration", "status"),
@@ -53,8 +74,8 @@ cursors = sa.Table(
     "cursors",
     metadata,
     sa.Column("integration", sa.String(200), primary_key=True),
-    sa.Column("position", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("position", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("last_run", sa.String(64)),
 )
 events = sa.Table(
@@ -64,7 +85,7 @@ events = sa.Table(
     sa.Column("integration", sa.String(200), nullable=False),
     sa.Column("doc_id", sa.String(300)),
     sa.Column("version", sa.String(100)),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
     sa.Column("event", sa.String(40), nullable=False),
     sa.Column("detail", sa.Text),
     sa.Column("run", sa.String(64)),
@@ -83,6 +104,19 @@ def _aware(value: datetime | None) -> datetime | None:
 
 class LockTimeout(RuntimeError):
     pass
+
+
+@dataclass
+class Result:
+    """The outcome of sending one document: a confirmed delivery (error None) or a failed attempt."""
+
+    doc_id: str
+    version: str
+    remote_ref: str | None = None
+    already_present: bool = False
+    error: str | None = None
+    permanent: bool = False
+    info: dict | None = None
 
 
 class Ledger:
@@ -180,80 +214,125 @@ class Ledger:
             ).first()
         return dict(r._mapping) if r else None
 
-    def _upsert(self, conn, integration: str, doc_id: str, version: str, values: dict, run: str | None) -> None:
-        now = utcnow()
-        updated = conn.execute(
-            documents.update()
-            .where(documents.c.integration == integration, documents.c.doc_id == doc_id, documents.c.version == version)
-            .values(**values, updated_at=now, last_run=run)
-        ).rowcount
-        if not updated:
-            base = {"status": PENDING, "attempts": 0, **values}
-            conn.execute(
-                documents.insert().values(
-                    integration=integration, doc_id=doc_id, version=version, first_seen=now, updated_at=now, last_run=run, **base
+    def _existing(self, conn, integration: str, doc_ids: list[str]) -> dict[tuple[str, str], Any]:
+        found: dict[tuple[str, str], Any] = {}
+        unique = list(dict.fromkeys(doc_ids))
+        for i in range(0, len(unique), 500):
+            rows = conn.execute(
+                sa.select(documents.c.doc_id, documents.c.version, documents.c.attempts, documents.c.status).where(
+                    documents.c.integration == integration, documents.c.doc_id.in_(unique[i : i + 500])
                 )
+            )
+            found.update({(r.doc_id, r.version): r for r in rows})
+        return found
+
+    def _write(self, conn, integration: str, changes: list[tuple[str, str, dict]], run: str | None) -> None:
+        """Insert or update many rows in one statement each; every values dict has the same keys."""
+        if not changes:
+            return
+        now = utcnow()
+        existing = self._existing(conn, integration, [c[0] for c in changes])
+        inserts, updates = [], []
+        for doc_id, version, values in changes:
+            if (doc_id, version) in existing:
+                updates.append({"b_doc": doc_id, "b_ver": version, **values, "updated_at": now, "last_run": run})
+            else:
+                inserts.append(
+                    {
+                        "integration": integration, "doc_id": doc_id, "version": version, "status": PENDING, "attempts": 0,
+                        "first_seen": now, "updated_at": now, "last_run": run, **values,
+                    }
+                )
+        if inserts:
+            conn.execute(documents.insert(), inserts)
+        if updates:
+            conn.execute(
+                documents.update().where(
+                    documents.c.integration == integration,
+                    documents.c.doc_id == sa.bindparam("b_doc"),
+                    documents.c.version == sa.bindparam("b_ver"),
+                ),
+                updates,
+            )
+
+    def _events(self, conn, integration: str, rows: list[tuple[str | None, str | None, str, str | None]], run: str | None) -> None:
+        if rows:
+            now = utcnow()
+            conn.execute(
+                events.insert(),
+                [{"integration": integration, "doc_id": d, "version": v, "at": now, "event": e, "detail": x, "run": run} for d, v, e, x in rows],
             )
 
     def event(self, conn, integration: str, doc_id: str | None, version: str | None, event: str, detail: str | None, run: str | None) -> None:
-        conn.execute(
-            events.insert().values(integration=integration, doc_id=doc_id, version=version, at=utcnow(), event=event, detail=detail, run=run)
-        )
+        self._events(conn, integration, [(doc_id, version, event, detail)], run)
+
+    def begin_attempts(self, integration: str, entries: list[tuple[str, str, dict]], run: str | None) -> None:
+        """Recorded before sending (doc_id, version, info): a crash after this leaves a row to retry with a lookup.
+
+        An older version of the document, or an unreadable record of it, is superseded."""
+        if not entries:
+            return
+        now = utcnow()
+        with self.engine.begin() as conn:
+            self._write(conn, integration, [(d, v, {"sending_since": now, **info}) for d, v, info in entries], run)
+            conn.execute(
+                documents.update().where(
+                    documents.c.integration == integration,
+                    documents.c.doc_id == sa.bindparam("b_doc"),
+                    documents.c.version != sa.bindparam("b_ver"),
+                    # no IN: expanding parameters cannot be used with executemany
+                    sa.or_(*(documents.c.status == s for s in OPEN_STATUSES + (NEEDS_ATTENTION,))),
+                ),
+                [{"b_doc": d, "b_ver": v, "status": SUPERSEDED, "updated_at": now, "last_run": run} for d, v, _ in entries],
+            )
+            self._events(conn, integration, [(d, v, "attempt", None) for d, v, _ in entries], run)
 
     def start_attempt(self, integration: str, doc, info: dict, run: str | None) -> None:
-        """Recorded before sending: a crash after this leaves a pending row to retry (with a lookup)."""
+        self.begin_attempts(integration, [(doc.id, doc.version, info)], run)
+
+    def record(self, integration: str, results: list[Result], *, max_attempts: int, run: str | None) -> dict[str, str]:
+        """Record confirmed deliveries and failed attempts in one transaction; returns doc_id -> status.
+
+        A permanent error is parked as needs-attention once a document has failed max_attempts runs."""
+        statuses: dict[str, str] = {}
+        if not results:
+            return statuses
+        now = utcnow()
         with self.engine.begin() as conn:
-            self._upsert(conn, integration, doc.id, doc.version, {"sending_since": utcnow(), **info}, run)
-            # An older version of the document or an unreadable record is superseded by this one.
-            conn.execute(
-                documents.update()
-                .where(
-                    documents.c.integration == integration,
-                    documents.c.doc_id == doc.id,
-                    documents.c.version != doc.version,
-                    documents.c.status.in_(OPEN_STATUSES + (NEEDS_ATTENTION,)),
-                )
-                .values(status=SUPERSEDED, updated_at=utcnow(), last_run=run)
-            )
-            self.event(conn, integration, doc.id, doc.version, "attempt", None, run)
+            existing = self._existing(conn, integration, [r.doc_id for r in results])
+            delivered, failed, evts = [], {}, []
+            for r in results:
+                if r.error is None:
+                    values = {"status": DELIVERED, "remote_ref": r.remote_ref, "delivered_at": now, "sending_since": None, "last_error": None}
+                    delivered.append((r.doc_id, r.version, values))
+                    statuses[r.doc_id] = DELIVERED
+                    evts.append((r.doc_id, r.version, "already-present" if r.already_present else "delivered", r.remote_ref))
+                else:
+                    row = existing.get((r.doc_id, r.version))
+                    attempts = (row.attempts if row is not None else 0) + 1
+                    status = NEEDS_ATTENTION if r.permanent and attempts >= max_attempts else FAILED
+                    values = {"status": status, "attempts": attempts, "last_error": r.error[:2000], "sending_since": None, **(r.info or {})}
+                    failed.setdefault(tuple(sorted(values)), []).append((r.doc_id, r.version, values))
+                    statuses[r.doc_id] = status
+                    evts.append((r.doc_id, r.version, status, r.error[:2000]))
+            self._write(conn, integration, delivered, run)
+            for group in failed.values():
+                self._write(conn, integration, group, run)
+            self._events(conn, integration, evts, run)
+        return statuses
 
     def mark_delivered(self, integration: str, doc_id: str, version: str, remote_ref: str, *, already_present: bool, run: str | None) -> None:
-        with self.engine.begin() as conn:
-            self._upsert(
-                conn,
-                integration,
-                doc_id,
-                version,
-                {"status": DELIVERED, "remote_ref": remote_ref, "delivered_at": utcnow(), "sending_since": None, "last_error": None},
-                run,
-            )
-            self.event(conn, integration, doc_id, version, "already-present" if already_present else "delivered", remote_ref, run)
+        self.record(integration, [Result(doc_id, version, remote_ref=remote_ref, already_present=already_present)], max_attempts=1, run=run)
 
     def mark_failed(self, integration: str, doc_id: str, version: str, error: str, *, permanent: bool, max_attempts: int, info: dict | None = None, run: str | None = None) -> str:
         """Record a failed attempt; a permanent error is parked as needs-attention after max_attempts runs."""
-        with self.engine.begin() as conn:
-            current = conn.execute(
-                sa.select(documents.c.attempts).where(
-                    documents.c.integration == integration, documents.c.doc_id == doc_id, documents.c.version == version
-                )
-            ).scalar() or 0
-            attempts = current + 1
-            status = NEEDS_ATTENTION if permanent and attempts >= max_attempts else FAILED
-            self._upsert(
-                conn,
-                integration,
-                doc_id,
-                version,
-                {"status": status, "attempts": attempts, "last_error": error[:2000], "sending_since": None, **(info or {})},
-                run,
-            )
-            self.event(conn, integration, doc_id, version, status, error[:2000], run)
-        return status
+        result = Result(doc_id, version, error=error, permanent=permanent, info=info)
+        return self.record(integration, [result], max_attempts=max_attempts, run=run)[doc_id]
 
     def note_waiting(self, integration: str, doc_id: str, version: str, message: str, run: str | None) -> None:
         """A document that could not be read yet (still being written): kept pending, no attempt counted."""
         with self.engine.begin() as conn:
-            self._upsert(conn, integration, doc_id, version, {"last_error": message[:2000]}, run)
+            self._write(conn, integration, [(doc_id, version, {"last_error": message[:2000]})], run)
             self.event(conn, integration, doc_id, version, "waiting", message[:2000], run)
 
     def supersede(self, integration: str, doc_id: str, version: str, why: str, run: str | None) -> None:

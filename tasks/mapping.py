@@ -20,7 +20,7 @@ from deployments.config import DATE_PLACEHOLDERS, Config, Integration, Sanitize
 from tasks.connectors.base import Mode, Package, PackageFile
 from tasks.documents import Document
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
 
 
 class MappingError(Exception):
@@ -31,11 +31,11 @@ class Lookups:
     """Lookup tables of one integration, read once per run with pandas."""
 
     def __init__(self, config: Config, integ: Integration):
-        import pandas as pd
-
         self.tables: dict[str, dict[str, dict[str, str]]] = {}
         self.paths: dict[str, Path] = {}
         for name, table in integ.mapping.lookups.items():
+            import pandas as pd  # only when there are tables: importing pandas costs ~1 s
+
             path = config.lookup_path(table)
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
             frame = frame.drop_duplicates(subset=[table.key], keep="last")
@@ -58,7 +58,7 @@ def sanitize_segment(value: str, rules: Sanitize) -> str:
     while ".." in text:
         text = text.replace("..", ".")
     text = text.strip(" .")
-    return text[: rules.max_length]
+    return text[: rules.max_length].rstrip(" .")
 
 
 def _as_datetime(value: Any) -> datetime | date | None:
@@ -107,8 +107,10 @@ class Renderer:
                 out.append(value[0].strftime(value[1]) if isinstance(value, tuple) else str(value))
         return "".join(out)
 
-    def path(self, template: str, field: str) -> list[str]:
-        """Render a path template into safe segments. '/' only comes from the template or a date format."""
+    def path(self, template: str, field: str, keep_ext: bool = False) -> list[str]:
+        """Render a path template into safe segments. '/' only comes from the template or a date format.
+
+        `keep_ext`: segments too long are shortened keeping their extension (file names)."""
         rendered = []
         for literal, name, spec, _ in string.Formatter().parse(template):
             rendered.append(literal)
@@ -124,6 +126,8 @@ class Renderer:
         for seg in segments:
             if seg in (".", ".."):
                 raise MappingError(f"document {self.doc_id}: {field} renders to an unsafe path segment {seg!r}")
+        if keep_ext:
+            return [_fit(s, self.rules.max_length) for s in segments]
         return [s[: self.rules.max_length] for s in segments]
 
 
@@ -191,20 +195,28 @@ def map_document(doc: Document, integ: Integration, lookups: Lookups, mode: Mode
     rules = integ.mapping.sanitize
     renderer = Renderer(values, rules, doc.id)
     folder = "/".join(renderer.path(integ.mapping.folder, "mapping.folder"))
-    name_parts = renderer.path(integ.mapping.filename, "mapping.filename")
+    name_parts = renderer.path(integ.mapping.filename, "mapping.filename", keep_ext=True)
     if len(name_parts) != 1:
         raise MappingError(f"document {doc.id}: mapping.filename renders to a path {'/'.join(name_parts)!r}")
     main_name = _fit(name_parts[0], rules.max_length)
     stem = main_name.rsplit(".", 1)[0] if "." in main_name else main_name
+    # when shortened, the extra files and the sidecar must keep the main file's stem (receivers pair them by it)
+    other_exts = [sanitize_segment(f.ext, rules) for f in doc.files[1:]] + (["json"] if integ.mapping.sidecar else [])
+    room = rules.max_length - 1 - max((len(e) for e in other_exts if len(e) <= 10), default=0)
+    if 0 < room < len(stem):
+        short = stem[:room].rstrip(" .") or rules.replacement
+        main_name, stem = short + main_name[len(stem):], short
     files: list[PackageFile] = []
     used: set[str] = set()
     for i, f in enumerate(doc.files):
         if i == 0:
             target = main_name
         else:
-            target = _fit(f"{stem}.{f.ext}" if f.ext else f"{stem}_{f.name}", rules.max_length)
+            ext = sanitize_segment(f.ext, rules)  # a source's file names are values too: never a path
+            safe_name = sanitize_segment(f.name, rules) or rules.replacement
+            target = _fit(f"{stem}.{ext}" if ext else f"{stem}_{safe_name}", rules.max_length)
             if target in used or (integ.mapping.sidecar and target == f"{stem}.json"):
-                target = _fit(f"{stem}_{sanitize_segment(f.name, rules)}", rules.max_length)
+                target = _fit(f"{stem}_{safe_name}", rules.max_length)
         used.add(target)
         files.append(
             PackageFile(
@@ -263,7 +275,7 @@ def _fit(name: str, max_length: int) -> str:
     stem, dot, ext = name.rpartition(".")
     if not dot or len(ext) > 10:
         return name[:max_length]
-    return stem[: max_length - len(ext) - 1] + "." + ext
+    return (stem[: max_length - len(ext) - 1].rstrip(" .") or "_") + "." + ext
 
 
 def preview(doc: Document, integ: Integration, lookups: Lookups) -> dict[str, Any]:
