@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 # Connection block type slug -> connector class ("module:Class"). One line per connector.
 CONNECTORS: dict[str, str] = {
     "local-folder-connection": "tasks.connectors.local_folder:LocalFolderConnector",
+    "s3-connection": "tasks.connectors.s3:S3Connector",
 }
 
 

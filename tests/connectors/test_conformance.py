@@ -15,6 +15,7 @@ from tests.connectors.conformance import FailingStream, make_package
 
 HARNESSES = [
     "local_folder_harness",
+    "s3_harness",
 ]
 
 
