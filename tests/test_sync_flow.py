@@ -297,3 +297,18 @@ def test_cli_preview_and_validate(workspace):
     bad = subprocess.run([sys.executable, "-m", "flows.cli", "validate"], env=workspace.env(), capture_output=True, text=True, cwd=cwd)
     assert bad.returncode == 2
     assert "acme.yaml: integration 'other': mapping.sidecar" in bad.stderr
+
+
+def test_archive_after_transfer_moves_only_recorded_deliveries(workspace):
+    key = workspace.integration(archive_after_transfer=True)
+    ids = seed(workspace, 2)
+    write_document(workspace.inbox, "ARC-BAD", client="acme", approved_at=NOW() - timedelta(hours=1), pdf=b"")
+    with pytest.raises(SyncFailed, match="ARC-BAD"):
+        sync(integration=key)
+    archive = workspace.inbox / "archive"
+    assert sorted(p.name for p in archive.iterdir()) == sorted([f"{i}.pdf" for i in ids] + [f"{i}.json" for i in ids])
+    assert (workspace.inbox / "ARC-BAD.json").exists() and (workspace.inbox / "ARC-BAD.pdf").exists()  # not delivered: stays
+    assert {r["doc_id"]: r["status"] for r in workspace.ledger().rows(key)}[ids[0]] == DELIVERED
+    with pytest.raises(SyncFailed):  # the archived ones are not "missing": only the bad one is retried
+        sync(integration=key)
+    assert [e["doc_id"] for e in workspace.ledger().events_of(key) if e["event"] == "superseded"] == []
