@@ -311,17 +311,28 @@ def parse_config(config_dir: Path, clients: list[str] | None = None) -> tuple[Co
                 problems.append(f"{where}: expected a mapping")
                 continue
             raw = dict(raw)
+            own_ids = raw.get("identifiers") or {}
             template = raw.pop("extends", None)
+            template_ids: Any = {}
             if template is not None:
-                if template not in templates:
+                if not isinstance(template, str) or template not in templates:
                     problems.append(
                         f"{where}: extends: no template {template!r} in {config_dir / 'templates'}; "
                         f"known: {', '.join(sorted(templates)) or '(none)'}"
                     )
                     continue
+                template_ids = templates[template].get("identifiers") or {}
+                own_schedule = raw.get("schedule")
                 raw = _deep_merge(templates[template], raw)
+                if isinstance(own_schedule, dict) and {"interval", "cron"} & set(own_schedule):
+                    raw["schedule"] = own_schedule  # replaces the template's: a cron must not inherit its interval
             raw["client"] = client
-            raw["identifiers"] = {**(data.get("identifiers") or {}), **(raw.get("identifiers") or {})}
+            # a template's identifiers are defaults: the client's own win, the integration's win over both
+            id_layers = [template_ids, data.get("identifiers") or {}, own_ids]
+            if all(isinstance(layer, dict) for layer in id_layers):
+                raw["identifiers"] = {k: v for layer in id_layers for k, v in layer.items()}
+            else:  # let validation name the bad field
+                raw["identifiers"] = next(layer for layer in id_layers if not isinstance(layer, dict))
             try:
                 integ = Integration.model_validate(raw)
             except ValidationError as exc:
@@ -457,8 +468,9 @@ def load_config(
     config_dir = Path(config_dir or get_settings().config_dir)
     client = only.split("/")[0] if only else None
     config, problems = parse_config(config_dir, [client] if client else None)
-    if only and not problems:
-        config.get(only)  # raises ConfigError naming the known integrations
+    if only and not problems and only not in config.integrations:
+        everything, _ = parse_config(config_dir)  # e.g. a misspelt client: name every known integration
+        everything.get(only)  # raises ConfigError naming the known integrations
     for key, integ in config.integrations.items():
         if only is None or key == only:
             problems.extend(check_integration(config, integ, check_blocks=check_blocks))

@@ -152,14 +152,19 @@ class Ledger:
         if self.url.get_backend_name() == "postgresql":
             key = int.from_bytes(hashlib.sha256(integration.encode()).digest()[:8], "big", signed=True)
             with self.engine.connect() as conn:
+                # A session lock outlives the transaction: commit, so the session is not left "idle in
+                # transaction" for the whole run (idle_in_transaction_session_timeout would end it, lock and all).
                 while not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                    conn.commit()
                     if time.monotonic() > deadline:
                         raise LockTimeout(f"integration {integration}: another run still holds the lock after {timeout:.0f}s")
                     time.sleep(0.2)
+                conn.commit()
                 try:
                     yield
                 finally:
                     conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
             return
         folder = Path(self.url.database or "ledger").with_suffix(".locks")
         folder.mkdir(parents=True, exist_ok=True)
@@ -227,8 +232,16 @@ class Ledger:
         return found
 
     def _write(self, conn, integration: str, changes: list[tuple[str, str, dict]], run: str | None) -> None:
-        """Insert or update many rows in one statement each; every values dict has the same keys."""
+        """Insert or update many rows in one statement each per set of keys (an executemany takes the
+        first dict's keys and would silently drop the others' extra values)."""
         if not changes:
+            return
+        groups: dict[tuple[str, ...], list[tuple[str, str, dict]]] = {}
+        for change in changes:
+            groups.setdefault(tuple(sorted(change[2])), []).append(change)
+        if len(groups) > 1:
+            for group in groups.values():
+                self._write(conn, integration, group, run)
             return
         now = utcnow()
         existing = self._existing(conn, integration, [c[0] for c in changes])

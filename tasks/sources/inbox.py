@@ -111,6 +111,13 @@ class InboxFolderSource:
             for key in ("type", "status"):
                 if not isinstance(meta.get(key), str) or not meta[key]:
                     raise ValueError(f"field {key!r} is missing or not a string")
+            # wrong types here would make document() raise (and stop the run) instead of reporting this document
+            for key, kinds, what in (("sub_organisation", (str, type(None)), "a string"), ("tags", (list, type(None)), "a list"),
+                                     ("metadata", (dict, type(None)), "an object"), ("files", (list, type(None)), "a list of file names")):
+                if not isinstance(meta.get(key), kinds):
+                    raise ValueError(f"field {key!r} must be {what}")
+            if not all(isinstance(name, str) and name for name in meta.get("files") or []):
+                raise ValueError("field 'files' must be a list of file names")
         except ValueError as exc:
             return SourceProblem(doc_id, client, f"document {doc_id}: bad metadata in {meta_path.name}: {exc}", False)
         names = meta.get("files") or [f"{doc_id}.pdf"]
@@ -128,6 +135,8 @@ class InboxFolderSource:
                 return SourceProblem(doc_id, client, *problem, meta=meta, approved_at=approved_at)
             st = path.stat()
             parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+        if meta.get("version") is not None:  # a new declared version is a new document version
+            parts.append(f"v={meta['version']}")
         return Candidate(doc_id, meta, approved_at, ",".join(parts))
 
     def document(self, cand: Candidate) -> Document | SourceProblem:
