@@ -312,3 +312,19 @@ def test_archive_after_transfer_moves_only_recorded_deliveries(workspace):
     with pytest.raises(SyncFailed):  # the archived ones are not "missing": only the bad one is retried
         sync(integration=key)
     assert [e["doc_id"] for e in workspace.ledger().events_of(key) if e["event"] == "superseded"] == []
+
+
+def test_a_new_version_of_a_delivered_document_is_delivered_again(workspace):
+    key = workspace.integration()
+    when = NOW() - timedelta(hours=1)
+    write_document(workspace.inbox, "VER-1", client="acme", approved_at=when, version="1")
+    sync(integration=key)
+    write_document(workspace.inbox, "VER-1", client="acme", approved_at=when, version="2")  # corrected metadata
+    # the files are identical, so the folder already holds them: recorded for version 2, nothing rewritten
+    assert [o["status"] for o in sync(integration=key)["outcomes"]] == ["already-present"]
+    write_document(workspace.inbox, "VER-2", client="acme", approved_at=when)
+    sync(integration=key)
+    write_document(workspace.inbox, "VER-2", client="acme", approved_at=when, pdf_size=9000)  # new content
+    assert [o["doc_id"] for o in sync(integration=key)["outcomes"]] == ["VER-2"]
+    rows = workspace.ledger().rows(key)
+    assert sorted((r["doc_id"], r["status"]) for r in rows) == [("VER-1", DELIVERED)] * 2 + [("VER-2", DELIVERED)] * 2
