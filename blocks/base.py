@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 BLOCK_TYPES: dict[str, str] = {
     "capture-inbox-folder": "blocks.capture_inbox:CaptureInboxFolder",
     "local-folder-connection": "blocks.local_folder:LocalFolderConnection",
+    "webhook-connection": "blocks.webhook:WebhookConnection",
+    "smtp-connection": "blocks.smtp:SmtpConnection",
     "s3-connection": "blocks.s3:S3Connection",
     "ledger-database": "blocks.ledger:LedgerDatabase",
 }

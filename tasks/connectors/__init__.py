@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 # Connection block type slug -> connector class ("module:Class"). One line per connector.
 CONNECTORS: dict[str, str] = {
     "local-folder-connection": "tasks.connectors.local_folder:LocalFolderConnector",
+    "webhook-connection": "tasks.connectors.webhook:WebhookConnector",
+    "smtp-connection": "tasks.connectors.email:EmailConnector",
     "s3-connection": "tasks.connectors.s3:S3Connector",
 }
 

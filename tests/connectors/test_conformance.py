@@ -15,6 +15,8 @@ from tests.connectors.conformance import FailingStream, make_package
 
 HARNESSES = [
     "local_folder_harness",
+    "webhook_harness",
+    "email_harness",
     "s3_harness",
 ]
 
