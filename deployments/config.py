@@ -423,7 +423,12 @@ def _check_blocks(where: str, integ: Integration) -> list[str]:
         if field == "connection":
             try:
                 cls = connector_class(block.get_block_type_slug())
-                cls.options_model.model_validate(integ.connection_options)
+                options = cls.options_model.model_validate(integ.connection_options)
+                # connector templates (an e-mail subject...) use the same placeholders as file names
+                for name in sorted(getattr(options, "placeholders", lambda: set())() - integ.known_placeholders()):
+                    problems.append(
+                        f"{where}: connection_options: unknown placeholder {{{name}}}; known: {', '.join(sorted(integ.known_placeholders()))}"
+                    )
             except LookupError as exc:
                 problems.append(f"{where}: connection: {exc}")
             except ValidationError as exc:

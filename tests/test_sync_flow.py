@@ -328,3 +328,19 @@ def test_a_new_version_of_a_delivered_document_is_delivered_again(workspace):
     assert [o["doc_id"] for o in sync(integration=key)["outcomes"]] == ["VER-2"]
     rows = workspace.ledger().rows(key)
     assert sorted((r["doc_id"], r["status"]) for r in rows) == [("VER-1", DELIVERED)] * 2 + [("VER-2", DELIVERED)] * 2
+
+
+def test_connector_templates_are_checked_with_the_configuration(workspace):
+    from blocks.smtp import SmtpConnection
+    from deployments.config import ConfigError, load_config
+
+    SmtpConnection(host="127.0.0.1", port=2525, security="none", from_address="docroute@example.com").save(f"smtp-{workspace.tag}")
+    ref = f"smtp-connection/smtp-{workspace.tag}"
+    key = workspace.integration(connection=ref, connection_options={"to": ["ap@example.com"], "subject": "Invoice {numbr}"})
+    with pytest.raises(ConfigError, match=r"integration 'invoices': connection_options: unknown placeholder \{numbr\}"):
+        load_config(only=key)
+    key = workspace.integration(connection=ref, connection_options={"to": ["ap@example.com"], "subject": "Invoice {number}"})
+    assert load_config(only=key).get(key).connection == ref
+    key = workspace.integration(connection=ref, connection_options={"subject": "no recipients"})
+    with pytest.raises(ConfigError, match=r"connection_options: to: required field is missing"):
+        load_config(only=key)
