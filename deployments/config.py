@@ -209,14 +209,12 @@ class Integration(Strict):
     def slug(self) -> str:
         return f"{self.client}-{self.name}"
 
+    def source_fields(self) -> set[str]:
+        """Values a document brings: built-ins, the client's identifiers and metadata fields."""
+        return set(BUILTIN_PLACEHOLDERS) | set(self.identifiers) | set(STANDARD_METADATA_FIELDS) | set(self.metadata_fields)
+
     def known_placeholders(self) -> set[str]:
-        return (
-            set(BUILTIN_PLACEHOLDERS)
-            | set(self.identifiers)
-            | set(STANDARD_METADATA_FIELDS)
-            | set(self.metadata_fields)
-            | set(self.mapping.fields)
-        )
+        return self.source_fields() | set(self.mapping.fields)
 
 
 class ConfigError(Exception):
@@ -358,7 +356,7 @@ def check_integration(config: Config, integ: Integration, *, check_blocks: bool 
         elif isinstance(spec, dict):
             if "lookup" in spec:
                 templates[f"mapping.fields.{fname}.key"] = str(spec.get("key", ""))
-            elif "from" in spec and spec["from"] not in known - set(integ.mapping.fields):
+            elif "from" in spec and spec["from"] not in known - (set(integ.mapping.fields) - integ.source_fields()):
                 problems.append(f"{where}: mapping.fields.{fname}.from: unknown field {spec['from']!r}; declare it in metadata_fields")
             elif not ({"from", "constant", "lookup"} & set(spec)):
                 problems.append(f"{where}: mapping.fields.{fname}: use a template string, or one of from / constant / lookup")

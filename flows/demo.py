@@ -52,10 +52,55 @@ def ensure_server(api: str, log: Path) -> subprocess.Popen | None:
     return proc
 
 
-def save_blocks(data: Path) -> None:
+class WebhookReceiver:
+    """A stand-in for a client's AP system: checks each Standard Webhooks signature, stores the body."""
+
+    def __init__(self, folder: Path, secret: str):
+        import base64
+        import hashlib
+        import hmac
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        key = base64.b64decode(secret.removeprefix("whsec_"))
+        folder.mkdir(parents=True, exist_ok=True)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                msg_id, stamp = self.headers.get("webhook-id", ""), self.headers.get("webhook-timestamp", "")
+                mac = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+                expected = "v1," + base64.b64encode(mac).decode()
+                ok = any(hmac.compare_digest(expected, sig) for sig in self.headers.get("webhook-signature", "").split())
+                if ok and self.headers.get("Content-Type", "").startswith("application/json"):
+                    doc = json.loads(body).get("document")
+                    if doc:
+                        (folder / f"{doc['id']}.json").write_bytes(body)
+                self.send_response(200 if ok else 401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/docroute"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def save_blocks(data: Path, webhook: WebhookReceiver, webhook_secret: str) -> None:
+    import secrets
+
+    from prefect_aws import AwsCredentials
+
     from blocks.base import register_block_types
     from blocks.capture_inbox import CaptureInboxFolder
     from blocks.local_folder import LocalFolderConnection
+    from blocks.s3 import S3Connection
+    from blocks.sftp import SftpConnection
+    from blocks.smtp import SmtpConnection
+    from blocks.webhook import WebhookConnection
 
     register_block_types()
     CaptureInboxFolder(path=str(data / "inbox"), settle_seconds=2).save("capture-inbox", overwrite=True)
@@ -65,6 +110,17 @@ def save_blocks(data: Path) -> None:
     LocalFolderConnection(base_folder=str(data / "out" / "purchasing"), if_exists="overwrite").save("purchasing", overwrite=True)
     for name in ("erp-import", "erp-import-test", "purchasing"):
         (data / "out" / name).mkdir(parents=True, exist_ok=True)
+    WebhookConnection(url=webhook.url, signing_secrets=[webhook_secret]).save("initech-ap", overwrite=True)
+    # On-demand (alternate) exports: examples of each connector's settings, pointing at endpoints
+    # that do not run in the demo. Edit the blocks in the UI to use them.
+    creds = AwsCredentials(aws_access_key_id="demo-key", aws_secret_access_key=secrets.token_urlsafe(24),
+                           aws_client_parameters={"endpoint_url": "http://127.0.0.1:9000"})
+    S3Connection(credentials=creds, bucket_name="initech-archive", key_prefix="docroute/").save("initech-archive", overwrite=True)
+    SmtpConnection(host="127.0.0.1", port=2525, security="none", from_address="docroute@example.com").save("initech-mailbox", overwrite=True)
+    SftpConnection(
+        host="127.0.0.1", port=2222, username="docroute", password=secrets.token_urlsafe(16),
+        host_key="SHA256:" + "A" * 43, base_folder="/upload",
+    ).save("partner-sftp", overwrite=True)
 
 
 async def _wait_for_deployments(names: list[str], timeout: float = 120) -> dict[str, object]:
@@ -150,9 +206,15 @@ def main(argv: list[str] | None = None) -> int:
 
         counts = seed_demo_inbox(data / "inbox")
         print(f"Seeded {data / 'inbox'}: {counts}")
-        save_blocks(data)
+        import base64
+        import secrets
+
+        webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        webhook = WebhookReceiver(data / "out" / "webhook-received", webhook_secret)
+        save_blocks(data, webhook, webhook_secret)
         config = load_config()  # fails here, naming file/integration/field, if the config is wrong
-        names = [f"{FLOW_NAME}/{deployment_name(i)}" for i in config.integrations.values()]
+        names = [f"{FLOW_NAME}/{deployment_name(i)}" for i in config.integrations.values() if i.enabled]
+        on_demand = [i.key for i in config.integrations.values() if not i.enabled]
         print(f"Serving {len(names)} deployments (log: {data / 'serve.log'}) ...")
         serving = subprocess.Popen(
             [sys.executable, "-m", "deployments.deploy"],
@@ -165,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         print("Running one sync per integration ...")
         states = asyncio.run(_run_all(names))
         report(states, api.removesuffix("/api"), data)
+        print(f"  Webhook receiver: {webhook.url} -> {data / 'out' / 'webhook-received'}")
+        print(f"  On-demand exports (deployed, not scheduled; blocks point at example endpoints): {', '.join(on_demand)}")
         if not args.once:
             print("\nServing the schedules; change or pause them in the UI. Ctrl-C to stop.")
             while serving.poll() is None:

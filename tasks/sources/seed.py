@@ -124,7 +124,7 @@ def seed_demo_inbox(inbox: Path, now: datetime | None = None, seed: int = 7) -> 
     rng = random.Random(seed)
     now = now or datetime.now(timezone.utc)
     counts = {"approved": 0, "pending": 0, "malformed": 0, "before_activation": 0}
-    plan = [("acme", "ACME", 24, ["finance", "logistics"]), ("globex", "GLX", 18, [None])]
+    plan = [("acme", "ACME", 24, ["finance", "logistics"]), ("globex", "GLX", 18, [None]), ("initech", "INI", 8, [None])]
     for client, prefix, n, suborgs in plan:
         for i in range(1, n + 1):
             doc_type = rng.choices(["invoice", "credit_note", "order_confirmation"], weights=[6, 2, 2])[0]
