@@ -18,6 +18,7 @@ BLOCK_TYPES: dict[str, str] = {
     "webhook-connection": "blocks.webhook:WebhookConnection",
     "smtp-connection": "blocks.smtp:SmtpConnection",
     "s3-connection": "blocks.s3:S3Connection",
+    "sftp-connection": "blocks.sftp:SftpConnection",
     "ledger-database": "blocks.ledger:LedgerDatabase",
 }
 

@@ -487,7 +487,13 @@ def test_shipped_sample_configs_parse_and_check_cleanly():
     config, problems = parse_config(PACKAGE_CONFIG_DIR)
     assert problems == []
     config = load_config(PACKAGE_CONFIG_DIR, check_blocks=False)
-    assert sorted(config.integrations) == ["acme/invoices-to-erp", "acme/orders-to-purchasing", "globex/invoices-to-erp"]
+    assert sorted(config.integrations) == [
+        "acme/invoices-to-erp", "acme/orders-to-purchasing", "globex/invoices-to-erp",
+        "initech/archive-to-s3", "initech/invoices-to-ap-webhook", "initech/invoices-to-mailbox", "initech/invoices-to-partner-sftp",
+    ]
+    assert [i.key for i in config.integrations.values() if not i.enabled] == [
+        "initech/archive-to-s3", "initech/invoices-to-mailbox", "initech/invoices-to-partner-sftp",
+    ]
     acme = config.get("acme/invoices-to-erp")
     assert acme.mapping.filename == "{vendor_code}_{number}.{ext}"  # overridden
     assert acme.mapping.sidecar is True and acme.mapping.sanitize.ascii is True  # from the template

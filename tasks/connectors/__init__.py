@@ -16,6 +16,7 @@ CONNECTORS: dict[str, str] = {
     "webhook-connection": "tasks.connectors.webhook:WebhookConnector",
     "smtp-connection": "tasks.connectors.email:EmailConnector",
     "s3-connection": "tasks.connectors.s3:S3Connector",
+    "sftp-connection": "tasks.connectors.sftp:SftpConnector",
 }
 
 

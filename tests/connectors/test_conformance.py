@@ -18,6 +18,7 @@ HARNESSES = [
     "webhook_harness",
     "email_harness",
     "s3_harness",
+    "sftp_harness",
 ]
 
 

@@ -1,0 +1,656 @@
+"""SFTP connector (paramiko): pinned host key, temp name + verify + rename, one connection per run.
+
+Per file: stat the target (policy `if_exists`), upload to `.<name>.<random><temp_suffix>` in the
+target folder with pipelined writes streamed through VerifyingReader (a 20 MB PDF is never held
+in memory), wait for every write's status (paramiko itself discards the statuses of pipelined
+writes, so a write refused for a full disk would go unnoticed), check the size (fstat on the
+open handle, sent with the writes: no extra round trip) and, with verify=hash, a remote
+`sha256sum` over an exec channel, then rename into place: posix-rename@openssh.com when the
+server advertises it (atomic replace), else rename, removing an existing target first. A failed
+upload removes its temp file, so a half-written file never has its final name.
+
+The socket is created here with TCP_NODELAY: with Nagle on, paramiko's write pattern stalls
+~40 ms per 30-100 KB file against OpenSSH (delayed ACK on the small tail packet; measured 40x).
+
+Errors: authentication, host key mismatch, permission denied, a folder that cannot be created,
+SFTP "Failure" on write (disk full, quota) are PermanentDeliveryError; connection reset, timeout
+and EOF are TransientDeliveryError, and the broken connection is dropped so the next `deliver`
+reconnects.
+
+Optional method for the flow: `deliver_batch(packages) -> list[Delivery | DeliveryError]`
+delivers packages in parallel over up to `pool_size` connections (each package's result in input
+order; an error is returned, not raised, so one bad document never blocks the others). Files of
+one package stay in order on one connection (the sidecar/trigger file goes last). Measured on
+2 cores over loopback it is no faster than serial `deliver` for 50 KB files (paramiko is
+CPU/GIL bound there); it pays off where the round trip, not the CPU, is the limit.
+
+Drop-box servers (`drop_box=True`) take files away on arrival: no existence check before and
+no stat after the upload (the write statuses are still checked), `lookup` returns None.
+With `day_folder`, the day is the UTC date of the delivery, so a retry on another day makes a
+second copy in the new day's folder unless the ledger already recorded the first one.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import io
+import logging
+import posixpath
+import shlex
+import socket
+import stat as stat_mod
+import struct
+import threading
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+import paramiko
+from paramiko.sftp import CMD_ATTRS, CMD_FSTAT, CMD_INIT, CMD_STATUS, CMD_VERSION, SFTPError
+from paramiko.message import Message
+
+from blocks.sftp import parse_host_key
+from tasks.connectors.base import (
+    Ability,
+    CheckResult,
+    Connector,
+    Delivery,
+    DeliveryError,
+    Mode,
+    Package,
+    PackageFile,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+    VerifyingReader,
+)
+
+log = logging.getLogger("docroute.connectors.sftp")
+
+CHUNK = 256 * 1024  # read size from the source; paramiko splits it into 32 KiB SFTP writes
+POSIX_RENAME = "posix-rename@openssh.com"
+# Errors of the connection itself (not of one request): retry, on a new connection.
+_TRANSPORT_ERRORS = (EOFError, socket.timeout, TimeoutError, ConnectionError, paramiko.SSHException, SFTPError)
+
+
+class _SFTPClient(paramiko.SFTPClient):
+    """paramiko's client, keeping the extensions the server announces (paramiko drops them)."""
+
+    extensions: dict[str, bytes]
+
+    def _send_version(self):
+        msg = Message()
+        msg.add_int(3)
+        self._send_packet(CMD_INIT, msg)
+        t, data = self._read_packet()
+        if t != CMD_VERSION:
+            raise SFTPError("Incompatible sftp protocol")
+        reply = Message(data)
+        version = reply.get_int()
+        self.extensions = {}
+        try:
+            while reply.get_remainder():
+                name = reply.get_text()
+                self.extensions[name] = reply.get_binary()
+        except (struct.error, UnicodeDecodeError, IndexError):
+            pass  # a malformed extension list: use none
+        return version
+
+
+class _Conn:
+    """One SSH connection with its SFTP session."""
+
+    def __init__(self, transport: paramiko.Transport, sftp: _SFTPClient):
+        self.transport = transport
+        self.sftp = sftp
+        self.posix_rename = POSIX_RENAME in sftp.extensions
+        self.can_hash: bool | None = None  # unknown until the first sha256sum
+        self.roots: dict[str, str] = {}  # configured folder -> absolute path
+
+    @property
+    def alive(self) -> bool:
+        return self.transport.is_active()
+
+    def close(self) -> None:
+        try:
+            self.sftp.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection
+            pass
+        self.transport.close()
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def _host_key_algorithms(keytype: str) -> list[str]:
+    # A pinned RSA key is signed with rsa-sha2-*; paramiko no longer offers ssh-rsa (SHA-1).
+    return ["rsa-sha2-512", "rsa-sha2-256"] if keytype == "ssh-rsa" else [keytype]
+
+
+def _load_private_key(text: str, passphrase: str | None, label: str) -> paramiko.PKey:
+    last: Exception | None = None
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return cls.from_private_key(io.StringIO(text), password=passphrase)
+        except paramiko.PasswordRequiredException:
+            raise PermanentDeliveryError(
+                f"{label}: private_key is encrypted: set private_key_passphrase on the connection"
+            ) from None
+        except (paramiko.SSHException, ValueError, TypeError) as exc:
+            last = exc
+    detail = "wrong private_key_passphrase, or " if passphrase else ""
+    raise PermanentDeliveryError(
+        f"{label}: cannot load private_key ({detail}not an ed25519, ECDSA or RSA key in PEM/OpenSSH format: "
+        f"{type(last).__name__})"
+    ) from None
+
+
+class SftpConnector(Connector):
+    abilities = frozenset({Ability.VERIFY, Ability.IDEMPOTENCY_LOOKUP, Ability.REMOVE_PARTIAL, Ability.ATOMIC})
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._idle: list[_Conn] = []  # connections ready for use: one for serial runs, up to pool_size
+        self._lock = threading.Lock()
+        self._dirs: set[str] = set()  # folders known to exist (absolute)
+        self.connects = 0  # SSH logins made by this connector (reuse is observable)
+
+    # -- connection lifecycle --------------------------------------------------
+    @property
+    def _where(self) -> str:
+        b = self.connection
+        return f"{b.host}:{b.port}"
+
+    def _connect(self) -> _Conn:
+        b = self.connection
+        label = self.label
+        try:
+            sock = socket.create_connection((b.host, b.port), timeout=b.connect_timeout)
+        except OSError as exc:
+            raise TransientDeliveryError(f"{label}: cannot reach {self._where}: {exc.strerror or exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport = paramiko.Transport(sock)
+        ok = False
+        try:
+            transport.banner_timeout = b.connect_timeout
+            transport.auth_timeout = b.connect_timeout
+            pinned_type, pinned_fp = parse_host_key(b.host_key) if b.host_key else (None, None)
+            if pinned_type and b.verify_host_key:
+                opts = transport.get_security_options()
+                wanted = [k for k in _host_key_algorithms(pinned_type) if k in opts.key_types]
+                if not wanted:
+                    raise PermanentDeliveryError(f"{label}: pinned host key type {pinned_type} is not supported")
+                opts.key_types = wanted
+            try:
+                transport.start_client(timeout=b.connect_timeout)
+            except paramiko.SSHException as exc:
+                if pinned_type and "host key" in str(exc).lower():
+                    raise PermanentDeliveryError(
+                        f"{label}: host key mismatch for {self._where}: pinned {pinned_type} key {pinned_fp}, "
+                        f"but the server offers no {pinned_type} host key. Connection refused; if the server's "
+                        f"key really changed, update host_key on the connection"
+                    ) from None
+                raise TransientDeliveryError(f"{label}: SSH handshake with {self._where} failed: {exc}") from None
+            key = transport.get_remote_server_key()
+            actual = _fingerprint(key)
+            if b.verify_host_key and actual != pinned_fp:
+                raise PermanentDeliveryError(
+                    f"{label}: host key mismatch for {self._where}: pinned {pinned_fp}, server presented "
+                    f"{key.get_name()} {actual}. Connection refused; if the server's key really changed, "
+                    f"update host_key on the connection"
+                )
+            self._authenticate(transport)
+            chan = transport.open_session(timeout=b.connect_timeout)
+            chan.settimeout(b.timeout)
+            chan.invoke_subsystem("sftp")
+            sftp = _SFTPClient(chan)
+            ok = True
+        except DeliveryError:
+            raise
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise TransientDeliveryError(f"{label}: cannot open an SFTP session on {self._where}: {exc}") from None
+        finally:
+            if not ok:
+                transport.close()
+        self.connects += 1
+        return _Conn(transport, sftp)
+
+    def _authenticate(self, transport: paramiko.Transport) -> None:
+        b = self.connection
+        failed = f"{self.label}: authentication failed for user {b.username} on {self._where}"
+        try:
+            if b.private_key is not None:
+                passphrase = b.private_key_passphrase.get_secret_value() if b.private_key_passphrase else None
+                pkey = _load_private_key(b.private_key.get_secret_value(), passphrase, self.label)
+                try:
+                    transport.auth_publickey(b.username, pkey)
+                    return
+                except paramiko.AuthenticationException:
+                    if b.password is None:
+                        raise PermanentDeliveryError(f"{failed} (private key refused)") from None
+            transport.auth_password(b.username, b.password.get_secret_value())
+        except paramiko.BadAuthenticationType as exc:
+            raise PermanentDeliveryError(f"{failed} (server allows only: {', '.join(exc.allowed_types)})") from None
+        except paramiko.AuthenticationException:
+            raise PermanentDeliveryError(f"{failed} (wrong password or key)") from None
+        if not transport.is_authenticated():
+            raise PermanentDeliveryError(failed)
+
+    def _checkout(self) -> _Conn:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.alive:
+                    return conn
+                conn.close()
+        return self._connect()
+
+    def _checkin(self, conn: _Conn) -> None:
+        if conn.alive:
+            with self._lock:
+                self._idle.append(conn)
+        else:
+            conn.close()
+
+    def open(self) -> None:
+        self._checkin(self._checkout())
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    @property
+    def transport(self) -> paramiko.Transport | None:
+        """The idle connection's SSH transport (for diagnostics and tests)."""
+        with self._lock:
+            return self._idle[-1].transport if self._idle else None
+
+    # -- paths -----------------------------------------------------------------
+    @property
+    def root(self) -> str:
+        b = self.connection
+        if self.mode == Mode.TEST:
+            if not b.test_folder:
+                raise PermanentDeliveryError(f"{self.label}: test mode needs test_folder set on the connection")
+            return b.test_folder
+        return b.base_folder
+
+    def _abs_root(self, conn: _Conn) -> str:
+        root = self.root
+        if root not in conn.roots:
+            conn.roots[root] = root if root.startswith("/") else posixpath.normpath(posixpath.join(conn.sftp.normalize("."), root))
+        return conn.roots[root]
+
+    def _folder(self, conn: _Conn, package: Package) -> str:
+        root = self._abs_root(conn)
+        rel = posixpath.normpath(package.folder) if package.folder else "."
+        if self.connection.day_folder:
+            rel = posixpath.join(rel, datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+        folder = posixpath.normpath(posixpath.join(root, rel))
+        # Mapping already sanitises paths; this is the last line of defence.
+        if rel.startswith(("/", "..")) or not (folder == root or folder.startswith(root.rstrip("/") + "/")):
+            raise PermanentDeliveryError(f"document {package.doc_id}: folder {package.folder!r} escapes {self.label}")
+        for f in package.files:
+            if "/" in f.name or f.name in ("", ".", ".."):
+                raise PermanentDeliveryError(f"document {package.doc_id}: bad file name {f.name!r} on {self.label}")
+        return folder
+
+    def _temp_name(self, folder: str, f: PackageFile) -> str:
+        return posixpath.join(folder, f".{f.name}.{uuid.uuid4().hex[:8]}{self.connection.temp_suffix}")
+
+    # -- helpers over one connection --------------------------------------------
+    @staticmethod
+    def _stat(conn: _Conn, path: str) -> paramiko.SFTPAttributes | None:
+        try:
+            return conn.sftp.stat(path)
+        except OSError as exc:
+            if isinstance(exc, _TRANSPORT_ERRORS) or exc.errno != errno.ENOENT:
+                raise
+            return None
+
+    def _makedirs(self, conn: _Conn, folder: str, package: Package) -> None:
+        """mkdir -p, remembering folders that exist so a run stats each folder once."""
+        if folder in self._dirs:
+            return
+        missing = []
+        path = folder
+        while path not in ("/", "") and path not in self._dirs:
+            attrs = self._stat(conn, path)
+            if attrs is not None:
+                if not stat_mod.S_ISDIR(attrs.st_mode or 0):
+                    raise PermanentDeliveryError(
+                        f"document {package.doc_id}: {path} on {self.label} is a file, not a folder"
+                    )
+                break
+            missing.append(path)
+            path = posixpath.dirname(path)
+        for path in reversed(missing):
+            try:
+                conn.sftp.mkdir(path)
+            except OSError as exc:
+                if isinstance(exc, _TRANSPORT_ERRORS):
+                    raise
+                attrs = self._stat(conn, path)  # another worker or run may have made it meanwhile
+                if attrs is None or not stat_mod.S_ISDIR(attrs.st_mode or 0):
+                    reason = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else (exc.strerror or str(exc))
+                    raise PermanentDeliveryError(
+                        f"document {package.doc_id}: cannot create folder {path} on {self._where} "
+                        f"({self.label}): {reason}"
+                    ) from None
+        self._dirs.add(folder)
+
+    def _remote_sha256(self, conn: _Conn, path: str) -> str | None:
+        """sha256 of a remote file via `sha256sum` over SSH exec; None where the server does not allow it."""
+        if conn.can_hash is False:
+            return None
+        out = b""
+        status = -1
+        try:
+            chan = conn.transport.open_session(timeout=self.connection.timeout)
+            try:
+                chan.settimeout(self.connection.timeout)
+                chan.exec_command(f"sha256sum -b -- {shlex.quote(path)}")
+                while data := chan.recv(4096):
+                    out += data
+                status = chan.recv_exit_status()
+            finally:
+                chan.close()
+        except paramiko.ChannelException:
+            pass  # exec refused (sftp-only account): fall back to size
+        if status != 0 or not out.split():
+            if conn.can_hash is None:
+                log.warning("%s: no remote sha256sum (exec not allowed or command missing): verifying size only", self.label)
+            conn.can_hash = False
+            return None
+        conn.can_hash = True
+        return out.split()[0].decode("ascii", "replace").lstrip("\\").lower()
+
+    def _identical(self, conn: _Conn, path: str, attrs: paramiko.SFTPAttributes, f: PackageFile) -> bool:
+        if attrs.st_size != f.size:
+            return False
+        if self.connection.verify == "hash":
+            remote = self._remote_sha256(conn, path)
+            return remote is None or remote == f.sha256
+        return True
+
+    def _rename(self, conn: _Conn, tmp: str, target: str) -> None:
+        if conn.posix_rename and self.connection.use_posix_rename:
+            conn.sftp.posix_rename(tmp, target)
+            return
+        try:
+            conn.sftp.rename(tmp, target)
+        except OSError as exc:
+            # SFTPv3 rename refuses an existing target: remove it, then rename (not atomic, but
+            # the final name still never holds a partial file).
+            if isinstance(exc, _TRANSPORT_ERRORS) or self._stat(conn, target) is None:
+                raise
+            conn.sftp.remove(target)
+            conn.sftp.rename(tmp, target)
+
+    @staticmethod
+    def _drain_writes(conn: _Conn, fh: paramiko.SFTPFile, fstat: bool) -> int | None:
+        """Wait for every pipelined write's status, raising the first error; with fstat, the file's size.
+
+        paramiko registers pipelined writes with no owner, so their statuses are discarded and
+        close() swallows errors: a write refused for a full disk would pass unnoticed (and, in
+        drop-box mode with no fstat, be renamed into place truncated). These are the calls paramiko
+        makes itself for non-pipelined writes. The fstat is sent before the wait, so the size
+        costs no extra round trip (the server answers requests in order).
+        """
+        sftp = conn.sftp
+        fstat_req = sftp._async_request(type(None), CMD_FSTAT, fh.handle) if fstat else None
+        reqs = getattr(fh, "_reqs", None)
+        while reqs:
+            t, _ = sftp._read_response(reqs.popleft())  # raises OSError on an error status
+            if t != CMD_STATUS:
+                raise SFTPError("Expected status")
+        if fstat_req is None:
+            return None
+        t, msg = sftp._read_response(fstat_req)
+        if t != CMD_ATTRS:
+            raise SFTPError("Expected attributes")
+        return paramiko.SFTPAttributes._from_msg(msg).st_size
+
+    def _remove_quietly(self, conn: _Conn, path: str) -> None:
+        if not conn.alive:
+            return  # nothing to do over a dead connection; remove_partial cleans up on the retry
+        try:
+            conn.sftp.remove(path)
+        except Exception:  # noqa: BLE001 - already failing; the original error matters
+            pass
+
+    # -- the interface ------------------------------------------------------------
+    def check(self) -> CheckResult:
+        try:
+            conn = self._checkout()
+        except DeliveryError as exc:
+            return CheckResult(False, str(exc))
+        try:
+            root = self._abs_root(conn)
+            attrs = self._stat(conn, root)
+            if attrs is None:
+                return CheckResult(False, f"{self.label}: folder {root} does not exist on {self._where}")
+            if not stat_mod.S_ISDIR(attrs.st_mode or 0):
+                return CheckResult(False, f"{self.label}: {root} on {self._where} is not a folder")
+            probe = posixpath.join(root, f".docroute-probe-{uuid.uuid4().hex[:12]}{self.connection.temp_suffix}")
+            try:
+                with conn.sftp.open(probe, "wb") as fh:
+                    fh.write(b"docroute connection test\n")
+            except OSError as exc:
+                if isinstance(exc, _TRANSPORT_ERRORS):
+                    raise
+                reason = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else (exc.strerror or str(exc))
+                return CheckResult(False, f"{self.label}: cannot write a probe file in folder {root} on {self._where}: {reason}")
+            hashing = self.connection.verify == "hash" and self._remote_sha256(conn, probe) is not None
+            try:
+                conn.sftp.remove(probe)
+            except OSError as exc:
+                if isinstance(exc, _TRANSPORT_ERRORS):
+                    raise
+                if not self.connection.drop_box:  # a drop box may have taken the probe already
+                    return CheckResult(False, f"{self.label}: wrote a probe file in {root} but cannot remove it: {exc}")
+            extras = []
+            if not (conn.posix_rename and self.connection.use_posix_rename):
+                extras.append("no posix-rename: replacing a file removes it first")
+            if self.connection.verify == "hash" and not hashing:
+                extras.append("no remote sha256sum: verifying size only")
+            note = f" ({'; '.join(extras)})" if extras else ""
+            return CheckResult(True, f"{self.label}: connected, host key verified, folder {root} is writable{note}")
+        except PermanentDeliveryError as exc:
+            return CheckResult(False, str(exc))
+        except _TRANSPORT_ERRORS + (OSError,) as exc:
+            return CheckResult(False, f"{self.label}: connection to {self._where} failed during the test: {exc}")
+        finally:
+            self._checkin(conn)
+
+    def lookup(self, package: Package) -> Delivery | None:
+        if self.connection.drop_box:
+            return None  # the server takes files away: only the ledger knows
+        conn = self._checkout()
+        folder = "?"
+        try:
+            folder = self._folder(conn, package)
+            for f in package.files:
+                path = posixpath.join(folder, f.name)
+                attrs = self._stat(conn, path)
+                if attrs is None or not self._identical(conn, path, attrs, f):
+                    return None
+            return Delivery(remote_ref=self._ref(posixpath.join(folder, package.main.name)), already_present=True)
+        except DeliveryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            raise self._error(conn, package, folder, "look up", exc) from None
+        finally:
+            self._checkin(conn)
+
+    def remove_partial(self, package: Package) -> None:
+        conn = self._checkout()
+        folder = "?"
+        try:
+            folder = self._folder(conn, package)
+            try:
+                names = conn.sftp.listdir(folder)
+            except OSError as exc:
+                if isinstance(exc, _TRANSPORT_ERRORS):
+                    raise
+                return  # no folder, nothing left behind
+            suffix = self.connection.temp_suffix
+            prefixes = tuple(f".{f.name}." for f in package.files)
+            for name in names:
+                if name.startswith(prefixes) and name.endswith(suffix):
+                    conn.sftp.remove(posixpath.join(folder, name))
+        except DeliveryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            raise self._error(conn, package, folder, "remove partial files in", exc) from None
+        finally:
+            self._checkin(conn)
+
+    def deliver(self, package: Package) -> Delivery:
+        try:
+            conn = self._checkout()
+        except DeliveryError as exc:  # name the document too; the connection error names host and user
+            raise type(exc)(f"document {package.doc_id}: {exc}") from None
+        try:
+            return self._deliver_on(conn, package)
+        finally:
+            self._checkin(conn)
+
+    def deliver_batch(self, packages: Sequence[Package]) -> list[Delivery | DeliveryError]:
+        """Deliver packages over up to `pool_size` connections; results in input order, errors returned."""
+
+        def one(package: Package) -> Delivery | DeliveryError:
+            try:
+                return self.deliver(package)
+            except DeliveryError as exc:
+                return exc
+            except Exception as exc:  # noqa: BLE001 - one bad document never blocks the others
+                return TransientDeliveryError(f"document {package.doc_id}: unexpected {type(exc).__name__}: {exc}")
+
+        workers = min(self.connection.pool_size, len(packages))
+        if workers <= 1:
+            return [one(p) for p in packages]
+        with ThreadPoolExecutor(workers, thread_name_prefix="sftp") as pool:
+            return list(pool.map(one, packages))
+
+    # -- delivery ---------------------------------------------------------------
+    def _ref(self, path: str) -> str:
+        b = self.connection
+        return f"sftp://{b.username}@{b.host}:{b.port}{path}"
+
+    def _deliver_on(self, conn: _Conn, package: Package) -> Delivery:
+        folder = "?"
+        path = "?"
+        try:
+            folder = self._folder(conn, package)
+            self._makedirs(conn, folder, package)
+            present = 0
+            for f in package.files:  # document first, sidecar last: the sidecar is the trigger
+                path = posixpath.join(folder, f.name)
+                present += self._put(conn, package, f, folder, path)
+        except DeliveryError:
+            if not conn.alive:
+                conn.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below
+            raise self._error(conn, package, folder, f"write {path} in", exc) from None
+        return Delivery(
+            remote_ref=self._ref(posixpath.join(folder, package.main.name)),
+            already_present=present == len(package.files),
+        )
+
+    def _put(self, conn: _Conn, package: Package, f: PackageFile, folder: str, target: str) -> bool:
+        """Upload one file atomically; True when an identical file was already there."""
+        b = self.connection
+        if not b.drop_box:
+            attrs = self._stat(conn, target)
+            if attrs is not None:
+                identical = self._identical(conn, target, attrs, f)
+                if identical and b.if_exists != "overwrite":
+                    return True
+                if b.if_exists == "fail":
+                    raise PermanentDeliveryError(
+                        f"document {package.doc_id}: {target} already exists on {self._where} with other content "
+                        f"(connection policy if_exists=fail; {self.label})"
+                    )
+        tmp = self._temp_name(folder, f)
+        fh = None
+        try:
+            src = f.open()
+        except OSError as exc:
+            raise TransientDeliveryError(
+                f"document {package.doc_id}: cannot open source file {f.name}: {exc.strerror or exc}"
+            ) from None
+        try:
+            with src:
+                reader = VerifyingReader(src, f)
+                fh = conn.sftp.open(tmp, "wb")
+                fh.set_pipelined(True)
+                while True:
+                    try:
+                        data = reader.read(CHUNK)
+                    except OSError as exc:
+                        raise TransientDeliveryError(
+                            f"document {package.doc_id}: cannot read source file {f.name}: {exc.strerror or exc}"
+                        ) from None
+                    if not data:
+                        break
+                    fh.write(data)
+                reader.verify(package)
+                fh.flush()
+                check_size = b.verify != "none" and not b.drop_box
+                size = self._drain_writes(conn, fh, fstat=check_size)
+                if check_size:
+                    if size != f.size:
+                        raise TransientDeliveryError(
+                            f"document {package.doc_id}: {f.name} corrupted on transfer to {self._where}: "
+                            f"sent {f.size} bytes, server holds {size}"
+                        )
+                fh.close()
+                fh = None
+            if b.verify == "hash" and not b.drop_box:
+                remote = self._remote_sha256(conn, tmp)
+                if remote is not None and remote != f.sha256:
+                    raise TransientDeliveryError(
+                        f"document {package.doc_id}: {f.name} corrupted on transfer to {self._where}: "
+                        f"sha256 {remote[:12]} on the server, {f.sha256[:12]} sent"
+                    )
+            self._rename(conn, tmp, target)
+        except BaseException:
+            if fh is not None:
+                try:
+                    fh.close()
+                except Exception:  # noqa: BLE001 - already failing
+                    pass
+            self._remove_quietly(conn, tmp)
+            raise
+        return False
+
+    def _error(self, conn: _Conn, package: Package, folder: str, action: str, exc: BaseException) -> DeliveryError:
+        """Classify a failure: the connection's own failures are transient (and drop it), the server's answers permanent."""
+        if isinstance(exc, _TRANSPORT_ERRORS) or not conn.alive:
+            conn.close()
+            reason = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) else (str(exc) or type(exc).__name__)
+            return TransientDeliveryError(
+                f"document {package.doc_id}: connection to {self._where} lost while trying to {action} folder "
+                f"{folder} ({self.label}): {reason}; will reconnect"
+            )
+        if isinstance(exc, OSError):
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                reason = "permission denied"
+            elif exc.errno == errno.ENOENT:
+                reason = "no such file or folder"
+            else:  # SSH_FX_FAILURE: typically disk full or over quota
+                reason = f"server refused: {exc.strerror or exc} (disk full or quota?)"
+            return PermanentDeliveryError(
+                f"document {package.doc_id}: cannot {action} folder {folder} on {self._where} ({self.label}): {reason}"
+            )
+        return TransientDeliveryError(
+            f"document {package.doc_id}: unexpected {type(exc).__name__} trying to {action} folder {folder} "
+            f"on {self._where}: {exc}"
+        )
