@@ -171,6 +171,15 @@ class Connector(ABC):
         label = getattr(self.connection, "label", None)
         return label() if callable(label) else type(self.connection).__name__
 
+    def test_setting(self, name: str) -> Any:
+        """The connection's test target (test folder, URL, prefix, recipient) for test mode.
+
+        An empty one is a clear permanent error rather than a silent production delivery."""
+        value = getattr(self.connection, name, None)
+        if not value:
+            raise PermanentDeliveryError(f"{self.label}: test mode needs {name} set on the connection")
+        return value
+
     # -- required ----------------------------------------------------------
     @abstractmethod
     def check(self) -> CheckResult:

@@ -194,9 +194,7 @@ class EmailConnector(Connector):
     def recipients(self) -> tuple[list[str], list[str]]:
         """(to, cc) for the current mode."""
         if self.mode == Mode.TEST:
-            if not self.connection.test_recipient:
-                raise PermanentDeliveryError(f"{self.label}: test mode needs test_recipient set on the connection")
-            return [self.connection.test_recipient], []
+            return [self.test_setting("test_recipient")], []
         return list(self.options.to), list(self.options.cc)
 
     def deliver(self, package: Package) -> Delivery:

@@ -39,12 +39,7 @@ class LocalFolderConnector(Connector):
 
     @property
     def root(self) -> Path:
-        block = self.connection
-        if self.mode == Mode.TEST:
-            if not block.test_folder:
-                raise PermanentDeliveryError(f"{self.label}: test mode needs test_folder set on the connection")
-            return Path(block.test_folder)
-        return Path(block.base_folder)
+        return Path(self.test_setting("test_folder") if self.mode == Mode.TEST else self.connection.base_folder)
 
     def _target(self, package: Package, f: PackageFile) -> Path:
         root = self.root.resolve()

@@ -167,12 +167,7 @@ class S3Connector(Connector):
         return self.connection.bucket_name
 
     def _prefix(self) -> str:
-        conn = self.connection
-        if self.mode == Mode.TEST:
-            if not conn.test_prefix:
-                raise PermanentDeliveryError(f"{self.label}: test mode needs test_prefix set on the connection")
-            return normalise_prefix(conn.test_prefix)
-        return normalise_prefix(conn.key_prefix)
+        return normalise_prefix(self.test_setting("test_prefix") if self.mode == Mode.TEST else self.connection.key_prefix)
 
     def _key(self, package: Package, f: PackageFile) -> str:
         key = self._prefix() + package.path_of(f).lstrip("/")

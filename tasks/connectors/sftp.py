@@ -273,12 +273,7 @@ class SftpConnector(Connector):
     # -- paths -----------------------------------------------------------------
     @property
     def root(self) -> str:
-        b = self.connection
-        if self.mode == Mode.TEST:
-            if not b.test_folder:
-                raise PermanentDeliveryError(f"{self.label}: test mode needs test_folder set on the connection")
-            return b.test_folder
-        return b.base_folder
+        return self.test_setting("test_folder") if self.mode == Mode.TEST else self.connection.base_folder
 
     def _abs_root(self, conn: _Conn) -> str:
         root = self.root

@@ -134,12 +134,7 @@ class WebhookConnector(Connector):
     # -- lifecycle ----------------------------------------------------------
     @property
     def url(self) -> str:
-        block = self.connection
-        if self.mode == Mode.TEST:
-            if not block.test_url:
-                raise PermanentDeliveryError(f"{block.label()}: test mode needs test_url set on the connection")
-            return block.test_url
-        return block.url
+        return self.test_setting("test_url") if self.mode == Mode.TEST else self.connection.url
 
     @property
     def label(self) -> str:
