@@ -182,12 +182,19 @@ def report(states: dict[str, object], ui: str, data: Path) -> None:
     print("  One document (ACME-INV-2001) has metadata but no PDF: its run ends Failed and names it, on purpose.")
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="docroute demo")
     parser.add_argument("--once", action="store_true", help="run one sync per integration, report, and stop")
     parser.add_argument("--data", type=Path, default=REPO / "demo-data", help="demo folder (recreated on each start)")
     args = parser.parse_args(argv)
 
+    # Ctrl-C (SIGINT) and a plain `kill` (SIGTERM) both stop everything the demo started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     data: Path = args.data.resolve()
     if data.exists():
         shutil.rmtree(data)
