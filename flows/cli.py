@@ -63,6 +63,19 @@ def _deploy(args) -> int:
     return 0
 
 
+def _check(args) -> int:
+    from flows.checks import check_connections
+
+    state = check_connections(connections=args.connection or None, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, list):
+        for row in rows:
+            print(f"{'OK  ' if row['ok'] else 'FAIL'} {row['connection']} ({row['mode']}): {row['message']}")
+    else:
+        print(f"{state.name}: {state.message}")
+    return 0 if state.is_completed() else 1
+
+
 def _sync(args) -> int:
     from flows.sync import sync
 
@@ -98,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("deploy", help="create or update one Prefect deployment per integration")
     p.add_argument("--serve", action="store_true", help="then serve them from this process until Ctrl-C")
     p.set_defaults(func=_deploy)
+    p = sub.add_parser("check", help="test connections: connect, reach the folder or endpoint, write and remove a probe")
+    p.add_argument("connection", nargs="*", help="connection blocks, e.g. sftp-connection/partner-a (default: all in use)")
+    p.set_defaults(func=_check)
     p = sub.add_parser("sync", help="run one integration's sync now (backfill with --since/--until)")
     p.add_argument("integration", help="client/integration")
     p.add_argument("--since", type=datetime.fromisoformat, help="approval time from, e.g. 2026-10-01")

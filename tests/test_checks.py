@@ -1,0 +1,50 @@
+"""The connection-check flow on a real Prefect server, against real endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from blocks.local_folder import LocalFolderConnection
+from blocks.webhook import WebhookConnection
+from flows.checks import ConnectionCheckFailed, check_connections
+from tests.connectors.harness_webhook import Receiver, new_secret
+
+
+async def _latest_checks():
+    async with get_client() as client:
+        arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["connection-checks"])))
+        return arts[-1]
+
+
+def test_checks_every_connection_in_use_and_names_the_broken_one(workspace):
+    secret = new_secret()
+    receiver = Receiver([secret])
+    try:
+        WebhookConnection(url=receiver.url, signing_secrets=[secret]).save(f"hook-{workspace.tag}")
+        LocalFolderConnection(base_folder=str(workspace.root / "missing")).save(f"gone-{workspace.tag}")
+        workspace.integration("a", filters={"document_types": ["invoice"]})
+        workspace.integration("b", connection=f"webhook-connection/hook-{workspace.tag}")
+        rows = check_connections()
+        assert {r["connection"]: r["ok"] for r in rows} == {workspace.connection_ref: True, f"webhook-connection/hook-{workspace.tag}": True}
+        assert len(receiver.pings) == 1  # the webhook check really reached the receiver, signed
+        assert list(workspace.out.iterdir()) == []  # the probe file was removed
+
+        workspace.integration("c", connection=f"local-folder-connection/gone-{workspace.tag}", filters={"document_types": ["credit_note"]})
+        with pytest.raises(ConnectionCheckFailed, match=r"1 of 3 connections failed: local folder .*missing: folder does not exist"):
+            check_connections()
+        art = asyncio.run(_latest_checks())
+        table = json.loads(art.data) if isinstance(art.data, str) else art.data
+        assert {r["connection"]: r["ok"] for r in table}[f"local-folder-connection/gone-{workspace.tag}"] is False
+        assert secret not in json.dumps(table)
+    finally:
+        receiver.stop()
+
+
+def test_an_unknown_block_fails_the_check_run_with_its_name(prefect_server):
+    with pytest.raises(ConnectionCheckFailed, match="'local-folder-connection/definitely-not-there' does not exist"):
+        check_connections(connections=["local-folder-connection/definitely-not-there"])
