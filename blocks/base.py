@@ -27,6 +27,12 @@ class UnknownBlockError(LookupError):
     """A block reference names a type or a document that does not exist."""
 
 
+def import_target(target: str):
+    """Import "module:Name" (registries name classes this way so only what a run uses is imported)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def block_class(slug: str) -> type[Block]:
     try:
         target = BLOCK_TYPES[slug]
@@ -34,8 +40,7 @@ def block_class(slug: str) -> type[Block]:
         raise UnknownBlockError(
             f"unknown block type {slug!r}; known types: {', '.join(sorted(BLOCK_TYPES))}"
         ) from None
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    return import_target(target)
 
 
 def load_block(ref: str) -> Block:

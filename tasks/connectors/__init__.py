@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,8 +26,9 @@ def connector_class(block_type_slug: str) -> type[Connector]:
         raise LookupError(
             f"block type {block_type_slug!r} is not a connection; connections: {', '.join(sorted(CONNECTORS))}"
         ) from None
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    from blocks.base import import_target
+
+    return import_target(target)
 
 
 def make_connector(block: Block, mode: Mode | None = None, options: dict[str, Any] | None = None) -> Connector:
