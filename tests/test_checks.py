@@ -7,7 +7,7 @@ import json
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 
 from blocks.local_folder import LocalFolderConnection
 from blocks.webhook import WebhookConnection
@@ -15,10 +15,13 @@ from flows.checks import ConnectionCheckFailed, check_connections
 from tests.connectors.harness_webhook import Receiver, new_secret
 
 
-async def _latest_checks():
+async def _checks_of(flow_run_id):
     async with get_client() as client:
-        arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["connection-checks"])))
-        return arts[-1]
+        (art,) = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["connection-checks"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        )
+        return art
 
 
 def test_checks_every_connection_in_use_and_names_the_broken_one(workspace):
@@ -35,9 +38,11 @@ def test_checks_every_connection_in_use_and_names_the_broken_one(workspace):
         assert list(workspace.out.iterdir()) == []  # the probe file was removed
 
         workspace.integration("c", connection=f"local-folder-connection/gone-{workspace.tag}", filters={"document_types": ["credit_note"]})
+        state = check_connections(return_state=True)
+        assert state.is_failed()
         with pytest.raises(ConnectionCheckFailed, match=r"1 of 3 connections failed: local folder .*missing: folder does not exist"):
-            check_connections()
-        art = asyncio.run(_latest_checks())
+            state.result()
+        art = asyncio.run(_checks_of(state.state_details.flow_run_id))
         table = json.loads(art.data) if isinstance(art.data, str) else art.data
         assert {r["connection"]: r["ok"] for r in table}[f"local-folder-connection/gone-{workspace.tag}"] is False
         assert secret not in json.dumps(table)
