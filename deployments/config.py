@@ -264,6 +264,15 @@ class Config:
         self.config_dir = config_dir
         self.integrations = integrations
         self.files = files  # integration key -> client file
+        self.blocks: dict[str, Any] = {}  # block reference -> block loaded while checking
+
+    def block(self, ref: str) -> Any:
+        """A source or connection block, loaded once per configuration."""
+        if ref not in self.blocks:
+            from blocks.base import load_block
+
+            self.blocks[ref] = load_block(ref)
+        return self.blocks[ref]
 
     def get(self, key: str) -> Integration:
         try:
@@ -402,19 +411,19 @@ def check_integration(config: Config, integ: Integration, *, check_blocks: bool 
         if isinstance(spec, dict) and "lookup" in spec and spec["lookup"] not in integ.mapping.lookups:
             problems.append(f"{where}: mapping.fields.{fname}.lookup: no lookup table {spec['lookup']!r} in mapping.lookups")
     if check_blocks:
-        problems.extend(_check_blocks(where, integ))
+        problems.extend(_check_blocks(config, where, integ))
     return problems
 
 
-def _check_blocks(where: str, integ: Integration) -> list[str]:
-    from blocks.base import UnknownBlockError, load_block
+def _check_blocks(config: Config, where: str, integ: Integration) -> list[str]:
+    from blocks.base import UnknownBlockError
     from tasks.connectors import connector_class
 
     problems = []
     for field in ("source", "connection"):
         ref = getattr(integ, field)
         try:
-            block = load_block(ref)
+            block = config.block(ref)
         except UnknownBlockError as exc:
             problems.append(f"{where}: {field}: {exc}; create it in the Prefect UI (Blocks) or with docroute demo")
             continue

@@ -32,14 +32,13 @@ def _list(args) -> int:
 
 
 def _preview(args) -> int:
-    from blocks.base import load_block
     from deployments.config import load_config
     from tasks.mapping import Lookups, MappingError, preview
     from tasks.sources.inbox import SourceProblem
 
     config = load_config(only=args.integration)
     integ = config.get(args.integration)
-    source = load_block(integ.source).source()
+    source = config.block(integ.source).source()
     found = source.candidate(args.document, integ.client)
     if found is None:
         print(f"document {args.document} is not in {source.label} for client {integ.client}", file=sys.stderr)

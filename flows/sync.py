@@ -17,7 +17,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from blocks.base import load_block
 from deployments.config import Config, Integration, load_config
 from tasks import ledger as L
 from tasks.connectors.base import Ability, Connector, DeliveryError, Mode
@@ -368,14 +367,14 @@ def sync(
             default_start = cursor - integ.lookback if cursor else integ.activated_at
             window_start = max(_utc(since) if since else default_start, integ.activated_at)
             window_end = min(_utc(until) if until else start_time, start_time)  # capped at the run's start
-            source = load_block(integ.source).source()
+            source = config.block(integ.source).source()
             ctx = RunContext(integ, config, ledger, source, Lookups(config, integ), run_id, force, dry_run)
             total = plan_run(ctx, window_start, window_end, document_ids)
             logger.info("%s: %d documents to look at, window %s .. %s", integ.key, total, window_start.isoformat(), window_end.isoformat())
             if total:
                 if not dry_run:
                     mode = Mode(integ.mode)
-                    ctx.connector = load_block(integ.connection).connector(mode, integ.connection_options)
+                    ctx.connector = config.block(integ.connection).connector(mode, integ.connection_options)
                     try:
                         ctx.connector.open()
                     except DeliveryError as exc:  # nothing touched: the documents stay for the next run
