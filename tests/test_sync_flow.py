@@ -56,13 +56,15 @@ def test_delivers_new_approved_documents_and_records_them(workspace):
 
 
 RUNNER = """
-import json, sys
+import json, sys, time
 from flows.sync import sync, SyncFailed
+start = time.time()
 try:
     result = sync(integration=sys.argv[1])
     print("RESULT " + json.dumps([o["status"] for o in result["outcomes"]]))
 except SyncFailed as exc:
     print("FAILED " + str(exc))
+print(f"SPAN {start} {time.time()}")
 """
 
 
@@ -119,12 +121,14 @@ def test_nothing_lost_nothing_twice_when_the_sync_process_is_killed_mid_run(work
 
 
 def test_two_concurrent_runs_never_deliver_a_document_twice(workspace):
-    key = workspace.integration(throttle_per_second=60)
+    key = workspace.integration(throttle_per_second=30)
     ids = seed(workspace, 60)
     procs = [start_sync_process(workspace, key) for _ in range(2)]
     outputs = [p.communicate(timeout=180)[0] for p in procs]
     results = [json.loads(line.split(" ", 1)[1]) for out in outputs for line in out.splitlines() if line.startswith("RESULT ")]
     assert len(results) == 2, outputs
+    (s1, e1), (s2, e2) = [tuple(map(float, line.split()[1:])) for out in outputs for line in out.splitlines() if line.startswith("SPAN ")]
+    assert s1 < e2 and s2 < e1  # the two runs really were alive at the same time
     delivered_per_run = sorted(r.count("delivered") for r in results)
     assert delivered_per_run == [0, len(ids)]  # the second waited for the lock, then found nothing to do
     assert confirmations(workspace, key) == {i: 1 for i in ids}
