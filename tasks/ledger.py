@@ -97,11 +97,6 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes; everything we store is UTC.
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
-
-
 class LockTimeout(RuntimeError):
     pass
 
@@ -185,9 +180,8 @@ class Ledger:
 
     # -- cursor ---------------------------------------------------------------
     def cursor(self, integration: str) -> datetime | None:
-        with self.engine.connect() as conn:
-            value = conn.execute(sa.select(cursors.c.position).where(cursors.c.integration == integration)).scalar()
-        return _aware(value)
+        with self.engine.connect() as conn:  # UTCDateTime gives it back timezone-aware
+            return conn.execute(sa.select(cursors.c.position).where(cursors.c.integration == integration)).scalar()
 
     def set_cursor(self, integration: str, position: datetime, run: str | None = None) -> None:
         with self.engine.begin() as conn:

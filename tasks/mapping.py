@@ -198,7 +198,7 @@ def map_document(doc: Document, integ: Integration, lookups: Lookups, mode: Mode
     name_parts = renderer.path(integ.mapping.filename, "mapping.filename", keep_ext=True)
     if len(name_parts) != 1:
         raise MappingError(f"document {doc.id}: mapping.filename renders to a path {'/'.join(name_parts)!r}")
-    main_name = _fit(name_parts[0], rules.max_length)
+    main_name = name_parts[0]  # already fitted to max_length, extension kept
     stem = main_name.rsplit(".", 1)[0] if "." in main_name else main_name
     # when shortened, the extra files and the sidecar must keep the main file's stem (receivers pair them by it)
     other_exts = [sanitize_segment(f.ext, rules) for f in doc.files[1:]] + (["json"] if integ.mapping.sidecar else [])
