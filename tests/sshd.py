@@ -1,7 +1,7 @@
 """Start a real OpenSSH sshd on 127.0.0.1 for tests and benchmarks (needs root).
 
 Everything lives in a temp folder: host key, user keys, sshd_config, log. The login is a
-dedicated local account (`docroute-test`) with a fresh random password per start; sshd
+dedicated local account (`docroute-test`) with a random password kept per machine; sshd
 needs a real account, and a dedicated one keeps root login off. If sshd is missing,
 Debian's openssh-server is installed with apt-get, so this works on a fresh machine.
 """
@@ -47,6 +47,21 @@ def ensure_user(name: str, password: str) -> pwd.struct_passwd:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
     return pwd.getpwnam(name)
+
+
+PASSWORD_FILE = Path("/root/.docroute-test-password")
+
+
+def _account_password() -> str:
+    """One random password per machine, kept in a root-only file: test sessions running side by
+    side would otherwise reset the shared account's password under each other."""
+    if PASSWORD_FILE.exists():
+        return PASSWORD_FILE.read_text().strip()
+    password = "pw-" + secrets.token_urlsafe(12)
+    fd = os.open(PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password)
+    return password
 
 
 def free_port() -> int:
@@ -142,7 +157,7 @@ def start_sshd(workdir: Path | None = None, user: str = USER, sftp_log: bool = F
     if os.geteuid() != 0:
         raise RuntimeError("starting a test sshd needs root (it creates a local account and runs sshd)")
     ensure_openssh()
-    password = "pw-" + secrets.token_urlsafe(12)
+    password = _account_password()
     account = ensure_user(user, password)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="docroute-sshd-"))
     workdir.mkdir(parents=True, exist_ok=True)
