@@ -132,7 +132,11 @@ class SftpConnection(ConnectionBlock):
         default=False, description="Put each day's deliveries in a sub-folder YYYY-MM-DD (UTC) of the package folder."
     )
     pool_size: int = Field(
-        default=4, ge=1, le=16, description="Connections used for parallel transfers (deliver_batch)."
+        default=4,
+        ge=1,
+        le=16,
+        description="Documents sent at once, each over its own SSH connection (like rclone's --transfers). "
+        "1 sends one document at a time over one connection; lower it for servers that limit sessions per user.",
     )
     use_posix_rename: bool = Field(
         default=True,

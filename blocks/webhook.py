@@ -14,7 +14,9 @@ from blocks.base import ConnectionBlock
 MiB = 1024 * 1024
 SECRET_PREFIX = "whsec_"
 # Headers the connector sets itself; an extra header must not replace them.
-RESERVED_HEADERS = {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "authorization"}
+RESERVED_HEADERS = {
+    "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "authorization", "docroute-mode"
+}
 
 
 def endpoint_label(url: str) -> str:
@@ -58,6 +60,11 @@ class WebhookConnection(ConnectionBlock):
     test_url: str | None = Field(
         default=None, description="Endpoint used instead of url when an integration runs in test mode."
     )
+    certification_url: str | None = Field(
+        default=None,
+        description="Endpoint used when an integration runs in certification mode (default: url). Every request "
+        "says its mode in the signed body ('mode') and in a docroute-mode header, so one endpoint can tell them apart.",
+    )
     signing_secrets: list[SecretStr] = Field(
         default_factory=list,
         description="Standard Webhooks secrets, each 'whsec_<base64>' (at least 24 bytes). With several "
@@ -92,7 +99,7 @@ class WebhookConnection(ConnectionBlock):
         "part per file), or auto (json up to inline_max_bytes, multipart above).",
     )
 
-    @field_validator("url", "test_url")
+    @field_validator("url", "test_url", "certification_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None:

@@ -160,6 +160,28 @@ class Schedule(Strict):
         return self
 
 
+class Notify(Strict):
+    """Who is e-mailed when a sync run of the integration fails or crashes (the sync flow's on-failure hook)."""
+
+    email: list[str] = Field(default_factory=list, description="Recipients, e.g. [ops@client.example].")
+    smtp: str | None = Field(
+        default=None, description="SMTP connection block, e.g. smtp-connection/ops (default: DOCROUTE_NOTIFY_SMTP)."
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        from blocks.smtp import _address
+
+        out = []
+        for v in values:
+            try:
+                out.append(_address(v))
+            except ValueError as exc:
+                raise ValueError(f"{v!r}: {exc}") from None
+        return out
+
+
 class Integration(Strict):
     """One client's export configuration."""
 
@@ -183,6 +205,7 @@ class Integration(Strict):
     retry_delay: float = Field(default=1.0, ge=0, description="First backoff delay in seconds (doubles each retry).")
     throttle_per_second: float | None = Field(default=None, gt=0, description="At most this many documents a second (receiver limits).")
     enabled: bool = Field(default=True, description="False: an alternate export, run on demand only (no schedule).")
+    notify: Notify = Field(default_factory=Notify, description="E-mail on failed runs (client-level default: top-level notify).")
 
     @field_validator("name", "client")
     @classmethod
@@ -304,9 +327,9 @@ def parse_config(config_dir: Path, clients: list[str] | None = None) -> tuple[Co
         client = data.get("client", path.stem)
         if clients and client not in clients:
             continue
-        extra = set(data) - {"client", "identifiers", "integrations"}
+        extra = set(data) - {"client", "identifiers", "integrations", "notify"}
         if extra:
-            problems.append(f"{path}: unknown top-level field(s) {sorted(extra)}; allowed: client, identifiers, integrations")
+            problems.append(f"{path}: unknown top-level field(s) {sorted(extra)}; allowed: client, identifiers, integrations, notify")
         raw_list = data.get("integrations") or []
         if not isinstance(raw_list, list):
             problems.append(f"{path}: integrations: expected a list")
@@ -334,6 +357,8 @@ def parse_config(config_dir: Path, clients: list[str] | None = None) -> tuple[Co
                 if isinstance(own_schedule, dict) and {"interval", "cron"} & set(own_schedule):
                     raw["schedule"] = own_schedule  # replaces the template's: a cron must not inherit its interval
             raw["client"] = client
+            if "notify" in data and "notify" not in raw:  # the client's notify is every integration's default
+                raw["notify"] = data["notify"]
             # a template's identifiers are defaults: the client's own win, the integration's win over both
             id_layers = [template_ids, data.get("identifiers") or {}, own_ids]
             if all(isinstance(layer, dict) for layer in id_layers):
@@ -410,8 +435,36 @@ def check_integration(config: Config, integ: Integration, *, check_blocks: bool 
     for fname, spec in integ.mapping.fields.items():
         if isinstance(spec, dict) and "lookup" in spec and spec["lookup"] not in integ.mapping.lookups:
             problems.append(f"{where}: mapping.fields.{fname}.lookup: no lookup table {spec['lookup']!r} in mapping.lookups")
+    problems.extend(_check_mode_and_notify(where, integ))
     if check_blocks:
         problems.extend(_check_blocks(config, where, integ))
+    return problems
+
+
+def _check_mode_and_notify(where: str, integ: Integration) -> list[str]:
+    """Certification only on connectors that pass it on; e-mail notification needs recipients and an SMTP block."""
+    from tasks.connectors import CONNECTORS, connector_class
+    from tasks.connectors.base import Ability, certification_connections
+    from tasks.settings import get_settings
+
+    problems = []
+    slug = integ.connection.split("/", 1)[0]  # the block type is in the reference: checkable offline
+    if integ.mode == "certification" and slug in CONNECTORS and Ability.CERTIFICATION not in connector_class(slug).abilities:
+        problems.append(
+            f"{where}: mode: connection {integ.connection!r} ({slug}) cannot send in certification mode: its "
+            f"destination has no certification flag. Use mode test (the connection's test target) or production, "
+            f"or a connection that supports certification ({', '.join(certification_connections())})"
+        )
+    settings = get_settings()
+    if integ.notify.email and not (integ.notify.smtp or settings.notify_smtp):
+        problems.append(
+            f"{where}: notify.smtp: e-mail recipients need an SMTP connection; set notify.smtp "
+            f"(e.g. smtp-connection/ops) or DOCROUTE_NOTIFY_SMTP"
+        )
+    if integ.notify.smtp and not (integ.notify.email or settings.notify_email_list()):
+        problems.append(f"{where}: notify.email: notify.smtp is set but nobody is e-mailed; add notify.email: [ops@example.com]")
+    if integ.notify.smtp and not integ.notify.smtp.startswith("smtp-connection/"):
+        problems.append(f"{where}: notify.smtp: {integ.notify.smtp!r} is not an SMTP connection; use smtp-connection/<name>")
     return problems
 
 
@@ -442,6 +495,11 @@ def _check_blocks(config: Config, where: str, integ: Integration) -> list[str]:
                 problems.extend(_pydantic_problems(f"{where}: connection_options", exc))
         elif not hasattr(block, "source"):
             problems.append(f"{where}: source: block {ref!r} is not a source")
+    if integ.notify.smtp and integ.notify.smtp.startswith("smtp-connection/"):
+        try:
+            config.block(integ.notify.smtp)
+        except UnknownBlockError as exc:
+            problems.append(f"{where}: notify.smtp: {exc}; create it in the Prefect UI (Blocks)")
     return problems
 
 

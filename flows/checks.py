@@ -47,7 +47,7 @@ def check_connections(connections: list[str] | None = None) -> list[dict[str, An
     else:
         config = load_config(check_blocks=False)
         targets = {
-            (i.connection, Mode(i.mode) if i.mode in ("production", "test") else Mode.PRODUCTION)
+            (i.connection, Mode(i.mode) if i.mode in ("production", "test", "certification") else Mode.PRODUCTION)
             for i in config.integrations.values()
         }
     rows = [check_one(ref, mode) for ref, mode in sorted(targets)]

@@ -7,7 +7,10 @@ in a table artifact keyed per integration and in the run's logs.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -18,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from deployments.config import Config, Integration, load_config
+from flows.notify import emit_parked, notify_failure
 from tasks import ledger as L
 from tasks.connectors.base import Ability, Connector, DeliveryError, Mode
 from tasks.mapping import Lookups, MappingError, map_document
@@ -104,30 +108,56 @@ def validate_config(integration: str) -> tuple[Integration, Config]:
 
 
 @task(name="plan", cache_policy=NO_CACHE, persist_result=False)
-def plan_run(ctx: RunContext, start: datetime, end: datetime, document_ids: list[str] | None) -> int:
-    """Documents this run looks at: new ones in the window, earlier failures, and named ones."""
+def plan_run(
+    ctx: RunContext,
+    start: datetime,
+    end: datetime,
+    document_ids: list[str] | None,
+    document_types: list[str] | None = None,
+    ranged: bool = False,
+    missing_ok: bool = False,
+) -> int:
+    """Documents this run looks at: new ones in the window, earlier failures, and named ones.
+
+    ranged (a backfill: since/until given): only documents approved in the window; earlier failures
+    elsewhere are left to the scheduled runs (a backfill in 30 chunks must not try them 30 times).
+    document_types: only documents of these types. missing_ok: a named document no longer in the
+    source is skipped (a re-run of a failed run) instead of failing the run."""
     integ, ledger = ctx.integ, ctx.ledger
+    types = set(document_types or ())
     items: dict[str, WorkItem] = {}
     if document_ids:
         for doc_id in document_ids:
             found = ctx.source.candidate(doc_id, integ.client)
             if found is None:
+                if missing_ok:
+                    get_run_logger().warning("document %s is no longer in %s for client %s: skipped", doc_id, ctx.source.label, integ.client)
+                    continue
                 raise ValueError(f"integration {integ.key}: document {doc_id} is not in {ctx.source.label} for client {integ.client}")
             items[doc_id] = _item(found, targeted=True)
     else:
         candidates, problems = ctx.source.candidates(integ.client)
+        now = datetime.now(timezone.utc)
         for cand in candidates:
-            if cand.approved_at is not None and start <= cand.approved_at <= end:
-                items[cand.doc_id] = WorkItem(cand)
+            # approved "in the future" (a capture system's clock or time zone): reported as waiting, never ignored
+            if cand.approved_at is not None and (start <= cand.approved_at <= end or (not ranged and cand.approved_at > now)):
+                if not types or cand.meta.get("type") in types:
+                    items[cand.doc_id] = WorkItem(cand)
         for problem in problems:
             if problem.meta is not None:  # readable metadata: only this integration's documents, in the window
                 if not _wanted(ctx, problem.meta, problem.approved_at):
                     continue
                 if problem.approved_at is None or not start <= problem.approved_at <= end:
                     continue
+                if types and problem.meta.get("type") not in types:
+                    continue
+            elif ranged or types:  # unreadable: no approval time or type to place it in a backfill
+                continue
             items[problem.doc_id] = WorkItem(None, problem)
         # Earlier failures and parked documents are looked at again whatever their approval time.
-        for row in ledger.rows(integ.key, statuses=L.OPEN_STATUSES + (L.NEEDS_ATTENTION,)):
+        for row in [] if ranged else ledger.rows(integ.key, statuses=L.OPEN_STATUSES + (L.NEEDS_ATTENTION,)):
+            if types and row["doc_type"] not in types:
+                continue
             if row["doc_id"] not in items:
                 found = ctx.source.candidate(row["doc_id"], integ.client)
                 if found is None:
@@ -138,8 +168,18 @@ def plan_run(ctx: RunContext, start: datetime, end: datetime, document_ids: list
     for i in range(0, len(ids), 500):
         for row in ledger.rows(integ.key, doc_ids=ids[i : i + 500]):
             ctx.known.setdefault(row["doc_id"], []).append(row)
-    ctx.work = list(items.values())
+    # settled here rather than in prepare(): an idle run then opens no connection and runs no batch
+    ctx.work = [item for item in items.values() if ctx.force or not _unchanged(ctx, item)]
     return len(ctx.work)
+
+
+def _unchanged(ctx: RunContext, item: WorkItem) -> bool:
+    """prepare()'s first early return, decided at planning: same files as a delivered (or parked) version."""
+    cand = item.candidate
+    if cand is None or not _wanted(ctx, cand.meta, cand.approved_at):
+        return False
+    same = [r for r in ctx.known.get(cand.doc_id, []) if r["fingerprint"] == cand.fingerprint]
+    return bool(same) and _settled(same[0], item)
 
 
 def _item(found: Candidate | SourceProblem, targeted: bool = False) -> WorkItem:
@@ -160,37 +200,75 @@ def _wanted(ctx: RunContext, meta: dict[str, Any], approved_at: datetime | None)
 SEND_CHUNK = 50  # documents whose attempts, then results, are recorded in one ledger transaction each
 
 
+_THROTTLE = threading.Lock()  # guards RunContext.last_send when documents are sent from several threads
+
+
 @task(name="deliver-batch", cache_policy=NO_CACHE, persist_result=False)
 def deliver_batch(ctx: RunContext, start: int, stop: int) -> int:
-    """Documents ctx.work[start:stop]; outcomes go to ctx.outcomes. Returns how many were processed."""
-    sends: list[Send] = []
-    for item in ctx.work[start:stop]:
-        prepared = prepare(ctx, item)
-        if isinstance(prepared, Send):
-            sends.append(prepared)
-        elif prepared is not None:
-            ctx.outcomes.append(prepared)
-    for i in range(0, len(sends), SEND_CHUNK):
-        ctx.outcomes.extend(send_chunk(ctx, sends[i : i + SEND_CHUNK]))
+    """Documents ctx.work[start:stop]; outcomes go to ctx.outcomes. Returns how many were processed.
+
+    Documents are sent SEND_CHUNK at a time (attempts recorded, sent, results recorded). With a
+    connector that declares Ability.PARALLEL, a chunk's documents are sent by up to
+    `connector.parallelism` threads while this thread reads, hashes and maps the next chunk; the next
+    chunk is only started once this one's results are recorded, so at most one chunk is ever sent
+    and not yet recorded (what a killed run leaves to the next run's lookup).
+    """
+    connector = ctx.connector
+    workers = connector.parallelism if connector is not None and Ability.PARALLEL in connector.abilities else 1
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="docroute-send") if workers > 1 else None
+    chunk: list[Send] = []
+    inflight: tuple[list[Send], list[Future]] | None = None
+    try:
+        for item in ctx.work[start:stop]:
+            prepared = prepare(ctx, item)
+            if isinstance(prepared, Send):
+                chunk.append(prepared)
+            elif prepared is not None:
+                ctx.outcomes.append(prepared)
+            if len(chunk) == SEND_CHUNK:
+                if pool is None:
+                    ctx.outcomes.extend(send_chunk(ctx, chunk))
+                else:
+                    if inflight is not None:
+                        ctx.outcomes.extend(_finish_chunk(ctx, *inflight))
+                        inflight = None
+                    inflight = (chunk, _start_chunk(ctx, chunk, pool))
+                chunk = []
+        if inflight is not None:
+            ctx.outcomes.extend(_finish_chunk(ctx, *inflight))
+            inflight = None
+        if chunk:
+            ctx.outcomes.extend(send_chunk(ctx, chunk, pool))
+    except BaseException:
+        if inflight is not None:  # record what was sent; documents not yet started stay for the next run
+            for future in inflight[1]:
+                future.cancel()
+            try:
+                ctx.outcomes.extend(_finish_chunk(ctx, *inflight, abandoned=True))
+            except Exception:  # noqa: BLE001 - the first error matters; the next run's lookup finds the rest
+                pass
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return stop - start
 
 
 def prepare(ctx: RunContext, item: WorkItem) -> Outcome | Send | None:
     """Read, check and map one document. Returns an Outcome when nothing is to be sent, None to skip."""
     integ, ledger, run = ctx.integ, ctx.ledger, ctx.run_id
-    logger = get_run_logger()
     if item.problem is not None:
         p = item.problem
         if ctx.dry_run:
             return Outcome(p.doc_id, "waiting" if p.transient else "failed", error=p.message)
-        parked = [r for r in ctx.known.get(p.doc_id, []) if r["version"] == L.UNREADABLE and r["status"] == L.NEEDS_ATTENTION]
-        if parked:
-            return None  # reported when it was parked; comes back when the document changes
+        parked = [r for r in ctx.known.get(p.doc_id, []) if r["version"] == L.UNREADABLE and r["status"] in (L.NEEDS_ATTENTION, L.DISCARDED)]
+        if parked and not item.targeted:
+            return None  # reported when it was parked; comes back when the document changes or a run names it
         if p.transient:
             ledger.note_waiting(integ.key, p.doc_id, L.UNREADABLE, p.message, run)
             return Outcome(p.doc_id, "waiting", error=p.message)
         status = ledger.mark_failed(integ.key, p.doc_id, L.UNREADABLE, p.message, permanent=True, max_attempts=integ.max_attempts, run=run)
-        logger.warning("%s", p.message)
+        get_run_logger().warning("%s", p.message)
         return Outcome(p.doc_id, status, error=p.message)
     cand = item.candidate
     assert cand is not None
@@ -198,6 +276,7 @@ def prepare(ctx: RunContext, item: WorkItem) -> Outcome | Send | None:
         for row in ctx.known.get(cand.doc_id, []):
             if row["status"] in L.OPEN_STATUSES and not ctx.dry_run:
                 ledger.supersede(integ.key, cand.doc_id, row["version"], "no longer matches the integration's filters", run)
+        _warn_unrouted(ctx, cand)
         return None
     rows = ctx.known.get(cand.doc_id, [])
     same = [r for r in rows if r["fingerprint"] == cand.fingerprint]
@@ -211,6 +290,13 @@ def prepare(ctx: RunContext, item: WorkItem) -> Outcome | Send | None:
     prior = next((r for r in rows if r["version"] == doc.version), None)
     if prior and not ctx.force and _settled(prior, item):
         return None
+    if doc.approved_at is not None and doc.approved_at > datetime.now(timezone.utc):
+        message = (f"document {doc.id}: approved_at {doc.approved_at.isoformat()} is in the future (the capture "
+                   f"system's clock or time zone?); it is exported once that time has passed or the time is corrected")
+        if not ctx.dry_run:
+            ledger.note_waiting(integ.key, doc.id, doc.version, message, run)
+        get_run_logger().warning("%s", message)
+        return _with(base, "waiting", error=message)
     info = {
         "approved_at": doc.approved_at,
         "fingerprint": cand.fingerprint,
@@ -224,7 +310,7 @@ def prepare(ctx: RunContext, item: WorkItem) -> Outcome | Send | None:
         if ctx.dry_run:
             return _with(base, "failed", error=str(exc))
         status = ledger.mark_failed(integ.key, doc.id, doc.version, str(exc), permanent=True, max_attempts=integ.max_attempts, info=info, run=run)
-        logger.warning("%s", exc)
+        get_run_logger().warning("%s", exc)
         return _with(base, status, error=str(exc))
     remote = package.path_of(package.main)
     if ctx.dry_run:
@@ -232,33 +318,74 @@ def prepare(ctx: RunContext, item: WorkItem) -> Outcome | Send | None:
     return Send(doc, package, prior, info, _with(base, "", remote=remote))
 
 
+def _warn_unrouted(ctx: RunContext, cand: Candidate) -> None:
+    """A document of a type that no integration of its client takes would otherwise go unmentioned."""
+    doc_type = cand.meta.get("type", "")
+    client = ctx.integ.client
+    takers = [i for i in ctx.config.integrations.values() if i.client == client and i.enabled]
+    if not any(not i.filters.document_types or doc_type in i.filters.document_types for i in takers):
+        get_run_logger().warning(
+            "document %s: type %r is taken by no integration of client %s; add it to an integration's "
+            "filters.document_types, then backfill (docroute sync ... --since)", cand.doc_id, doc_type, client
+        )
+
+
 def _settled(row: dict, item: WorkItem) -> bool:
-    """Delivered, or parked (unless the run names the document): nothing to do."""
-    return row["status"] == L.DELIVERED or (row["status"] == L.NEEDS_ATTENTION and not item.targeted)
+    """Delivered, or parked or discarded (unless the run names the document): nothing to do."""
+    return row["status"] == L.DELIVERED or (row["status"] in (L.NEEDS_ATTENTION, L.DISCARDED) and not item.targeted)
 
 
-def send_chunk(ctx: RunContext, sends: list[Send]) -> list[Outcome]:
-    """Record the attempts, send each document, then record the confirmed results."""
-    integ, ledger, connector = ctx.integ, ctx.ledger, ctx.connector
+def send_chunk(ctx: RunContext, sends: list[Send], pool: ThreadPoolExecutor | None = None) -> list[Outcome]:
+    """Record the attempts, send each document (in parallel with a pool), then record the confirmed results."""
+    return _finish_chunk(ctx, sends, _start_chunk(ctx, sends, pool))
+
+
+def _start_chunk(ctx: RunContext, sends: list[Send], pool: ThreadPoolExecutor | None) -> list[Future]:
+    """Record the chunk's attempts, then send its documents: here, or by the pool's threads."""
+    ctx.ledger.begin_attempts(ctx.integ.key, [(s.doc.id, s.doc.version, s.info) for s in sends], ctx.run_id)
+    if pool is None:
+        done = []
+        for s in sends:
+            future: Future = Future()
+            future.set_result(_deliver_one(ctx, s))
+            done.append(future)
+        return done
+    # Each thread runs in a copy of this context: the run logger and Prefect's settings go along.
+    return [pool.submit(contextvars.copy_context().run, _deliver_one, ctx, s) for s in sends]
+
+
+def _deliver_one(ctx: RunContext, s: Send) -> L.Result:
+    """Send one document (or find its earlier delivery); every error becomes its result, never raised."""
+    connector = ctx.connector
     assert connector is not None
-    ledger.begin_attempts(integ.key, [(s.doc.id, s.doc.version, s.info) for s in sends], ctx.run_id)
-    results: list[L.Result] = []
-    for s in sends:
-        try:
-            delivery = None
-            if s.prior and s.prior["sending_since"]:  # an earlier run started sending this, then died
-                if Ability.IDEMPOTENCY_LOOKUP in connector.abilities:
-                    delivery = connector.lookup(s.package)
-                if delivery is None and Ability.REMOVE_PARTIAL in connector.abilities:
-                    connector.remove_partial(s.package)
-            if delivery is None:
-                delivery = _send(ctx, s.package)
-            results.append(L.Result(s.doc.id, s.doc.version, remote_ref=delivery.remote_ref, already_present=delivery.already_present))
-        except DeliveryError as exc:
-            results.append(L.Result(s.doc.id, s.doc.version, error=str(exc), permanent=exc.permanent))
-        except Exception as exc:  # noqa: BLE001 - one bad document never blocks the others
-            error = f"document {s.doc.id}: unexpected {type(exc).__name__}: {exc}"
-            results.append(L.Result(s.doc.id, s.doc.version, error=error))
+    try:
+        delivery = None
+        if s.prior and s.prior["sending_since"]:  # an earlier run started sending this, then died
+            if Ability.IDEMPOTENCY_LOOKUP in connector.abilities:
+                delivery = connector.lookup(s.package)
+            if delivery is None and Ability.REMOVE_PARTIAL in connector.abilities:
+                connector.remove_partial(s.package)
+        elif s.prior and s.prior["status"] == L.FAILED and Ability.REMOVE_PARTIAL in connector.abilities:
+            _remove_partial(ctx, s.package)  # what an earlier run's failed attempt may have left
+        if delivery is None:
+            delivery = _send(ctx, s.package)
+        return L.Result(s.doc.id, s.doc.version, remote_ref=delivery.remote_ref, already_present=delivery.already_present)
+    except DeliveryError as exc:
+        return L.Result(s.doc.id, s.doc.version, error=str(exc), permanent=exc.permanent)
+    except Exception as exc:  # noqa: BLE001 - one bad document never blocks the others
+        error = f"document {s.doc.id}: unexpected {type(exc).__name__}: {exc}"
+        return L.Result(s.doc.id, s.doc.version, error=error)
+
+
+def _finish_chunk(ctx: RunContext, sends: list[Send], pending: list[Future], abandoned: bool = False) -> list[Outcome]:
+    """Wait for the chunk's documents and record the confirmed results in one transaction.
+
+    `abandoned` (the run is failing): documents whose send never started are left as they are
+    (attempt begun, nothing sent), for the next run."""
+    integ, ledger = ctx.integ, ctx.ledger
+    done = [(s, f) for s, f in zip(sends, pending) if not (abandoned and f.cancelled())]
+    sends = [s for s, _ in done]
+    results: list[L.Result] = [f.result() for _, f in done]
     statuses = ledger.record(integ.key, results, max_attempts=integ.max_attempts, run=ctx.run_id)
     logger = get_run_logger()
     outcomes = []
@@ -284,10 +411,12 @@ def _send(ctx: RunContext, package):
     attempt = 0
     while True:
         if integ.throttle_per_second:
-            wait = ctx.last_send + 1.0 / integ.throttle_per_second - time.monotonic()
+            with _THROTTLE:  # take the next free slot; parallel senders share the rate
+                slot = max(time.monotonic(), ctx.last_send + 1.0 / integ.throttle_per_second)
+                ctx.last_send = slot
+            wait = slot - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
-            ctx.last_send = time.monotonic()
         try:
             return ctx.connector.deliver(package)
         except DeliveryError as exc:
@@ -297,6 +426,18 @@ def _send(ctx: RunContext, package):
             get_run_logger().info("document %s: transient error, retry %d in %.1fs: %s", package.doc_id, attempt + 1, delay, exc)
             time.sleep(min(delay, MAX_BACKOFF))
             attempt += 1
+            # A connection lost mid-upload leaves its temp file (it cannot be removed over a dead
+            # connection) and the retry uses a new temp name: remove it before sending again.
+            if Ability.REMOVE_PARTIAL in ctx.connector.abilities:
+                _remove_partial(ctx, package)
+
+
+def _remove_partial(ctx: RunContext, package) -> None:
+    """Best effort: a failure here must not hide the delivery's own outcome; the next attempt tries again."""
+    try:
+        ctx.connector.remove_partial(package)
+    except DeliveryError as exc:
+        get_run_logger().info("document %s: could not remove partial files yet: %s", package.doc_id, exc)
 
 
 def _report(integ: Integration, outcomes: list[Outcome], window: tuple[datetime, datetime], dry_run: bool) -> str:
@@ -336,7 +477,15 @@ def _report(integ: Integration, outcomes: list[Outcome], window: tuple[datetime,
     return summary
 
 
-@flow(name="docroute-sync", flow_run_name=_run_name, retries=0, log_prints=False, validate_parameters=True)
+@flow(
+    name="docroute-sync",
+    flow_run_name=_run_name,
+    retries=0,
+    log_prints=False,
+    validate_parameters=True,
+    on_failure=[notify_failure],  # e-mail notify.email; never changes the run's state
+    on_crashed=[notify_failure],
+)
 def sync(
     integration: str,
     since: datetime | None = None,
@@ -344,6 +493,7 @@ def sync(
     force: bool = False,
     dry_run: bool = False,
     document_ids: list[str] | None = None,
+    document_types: list[str] | None = None,
 ) -> dict[str, Any]:
     """Export one integration's new approved documents.
 
@@ -354,6 +504,10 @@ def sync(
         force: deliver again documents that were already delivered.
         dry_run: map and report only; deliver and record nothing.
         document_ids: only these documents (a re-run for single documents).
+        document_types: only documents of these types (e.g. a backfill of credit notes).
+
+    A re-run of a run that ended Failed (the UI's Retry, `prefect flow-run retry`: the same flow run
+    again) retries exactly the documents that failed in it, parked ones included, and nothing else.
     """
     logger = get_run_logger()
     integ, config = validate_config(integration)
@@ -369,7 +523,13 @@ def sync(
             window_end = min(_utc(until) if until else start_time, start_time)  # capped at the run's start
             source = config.block(integ.source).source()
             ctx = RunContext(integ, config, ledger, source, Lookups(config, integ), run_id, force, dry_run)
-            total = plan_run(ctx, window_start, window_end, document_ids)
+            retry_ids = ledger.failed_in_run(integ.key, run_id) if _retry_of_failed_run(run_id) else []
+            if retry_ids:
+                logger.info("%s: re-run of a failed run: retrying its %d failed documents: %s", integ.key, len(retry_ids), ", ".join(retry_ids[:20]))
+                total = plan_run(ctx, window_start, window_end, retry_ids, missing_ok=True)
+            else:
+                ranged = bool(since or until) and not document_ids
+                total = plan_run(ctx, window_start, window_end, document_ids, document_types, ranged)
             logger.info("%s: %d documents to look at, window %s .. %s", integ.key, total, window_start.isoformat(), window_end.isoformat())
             if total:
                 if not dry_run:
@@ -386,12 +546,13 @@ def sync(
                 finally:
                     if ctx.connector is not None:
                         ctx.connector.close()
-            if not (since or until or document_ids or dry_run):
+            if not (since or until or document_ids or document_types or retry_ids or dry_run):
                 ledger.set_cursor(integ.key, window_end, run_id)
     finally:
         ledger.dispose()
     outcomes = ctx.outcomes
     summary = _report(integ, outcomes, (window_start, window_end), dry_run)
+    emit_parked(integ, outcomes)  # docroute.document.parked events for automations (flows/notify.py)
     failed = [o for o in outcomes if o.failed]
     if failed:
         named = "; ".join(f"{o.doc_id}: {o.error}" for o in failed[:10])
@@ -403,4 +564,20 @@ def sync(
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _retry_of_failed_run(run_id: str) -> bool:
+    """This flow run is being run again (the UI's Retry sets it back to AwaitingRetry, and the runner
+    executes it with run_count + 1 and the same parameters) and its previous attempt ended Failed.
+    A re-run after a crash or a cancel does the whole run again instead."""
+    if flow_run.run_count <= 1 or run_id == "local":
+        return False
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(UUID(run_id))
+    final = sorted((s for s in states if s.is_final()), key=lambda s: s.timestamp)
+    return bool(final) and final[-1].is_failed()
 

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 PENDING, DELIVERED, FAILED, NEEDS_ATTENTION, SUPERSEDED = "pending", "delivered", "failed", "needs-attention", "superseded"
+DISCARDED = "discarded"  # a parked document an operator decided not to deliver (row and events kept)
 OPEN_STATUSES = (PENDING, FAILED)
 UNREADABLE = "unreadable"  # version of a document whose metadata could not be read
 
@@ -90,6 +91,32 @@ events = sa.Table(
     sa.Column("detail", sa.Text),
     sa.Column("run", sa.String(64)),
     sa.Index("ix_events_doc", "integration", "doc_id"),
+)
+# Backfills: one row per (integration, range, types, chunk size, force), and the chunks it finished,
+# so a backfill run again after a crash, a cancel or failed chunks resumes where it stopped.
+backfills = sa.Table(
+    "backfills",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("integration", sa.String(200), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),  # JSON: since, until, document_types, chunk, force
+    sa.Column("status", sa.String(20), nullable=False),  # running | completed
+    sa.Column("chunks", sa.Integer, nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("last_run", sa.String(64)),
+)
+backfill_chunks = sa.Table(
+    "backfill_chunks",
+    metadata,
+    sa.Column("backfill", sa.String(64), nullable=False),
+    sa.Column("chunk_start", UTCDateTime(), nullable=False),
+    sa.Column("chunk_end", UTCDateTime(), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # done | failed
+    sa.Column("summary", sa.Text),
+    sa.Column("run", sa.String(64)),  # the sync run that did the chunk
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint("backfill", "chunk_start"),
 )
 
 
@@ -193,6 +220,80 @@ class Ledger:
             if not updated:
                 conn.execute(cursors.insert().values(integration=integration, position=position, updated_at=utcnow(), last_run=run))
             conn.execute(events.insert().values(integration=integration, at=utcnow(), event="cursor", detail=position.isoformat(), run=run))
+
+    # -- backfills ------------------------------------------------------------
+    def open_backfill(self, backfill_id: str, integration: str, spec: str, chunks: int, run: str | None) -> dict[datetime, dict]:
+        """Start or resume a backfill; returns its chunks already done (chunk start -> row).
+
+        An unfinished backfill (crashed, cancelled, chunks failed) resumes: its done chunks are skipped.
+        A completed one run again starts a new pass over every chunk (the ledger still delivers nothing twice)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(backfills).where(backfills.c.id == backfill_id)).first()
+            if row is None:
+                conn.execute(
+                    backfills.insert().values(
+                        id=backfill_id, integration=integration, spec=spec, status="running", chunks=chunks,
+                        started_at=now, updated_at=now, last_run=run,
+                    )
+                )
+                return {}
+            if row.status == "completed":
+                conn.execute(backfill_chunks.delete().where(backfill_chunks.c.backfill == backfill_id))
+                conn.execute(
+                    backfills.update().where(backfills.c.id == backfill_id).values(status="running", started_at=now, updated_at=now, last_run=run)
+                )
+                return {}
+            conn.execute(backfills.update().where(backfills.c.id == backfill_id).values(updated_at=now, last_run=run))
+            done = conn.execute(
+                sa.select(backfill_chunks).where(backfill_chunks.c.backfill == backfill_id, backfill_chunks.c.status == "done")
+            )
+            return {r.chunk_start: dict(r._mapping) for r in done}
+
+    def record_backfill_chunk(self, backfill_id: str, start: datetime, end: datetime, status: str, summary: str, run: str | None) -> None:
+        """Record one chunk of a backfill as done or failed (a failed chunk is done again on resume)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                backfill_chunks.update()
+                .where(backfill_chunks.c.backfill == backfill_id, backfill_chunks.c.chunk_start == start)
+                .values(chunk_end=end, status=status, summary=summary[:2000], run=run, updated_at=now)
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    backfill_chunks.insert().values(
+                        backfill=backfill_id, chunk_start=start, chunk_end=end, status=status, summary=summary[:2000], run=run, updated_at=now
+                    )
+                )
+            conn.execute(backfills.update().where(backfills.c.id == backfill_id).values(updated_at=now))
+
+    def finish_backfill(self, backfill_id: str, run: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(backfills.update().where(backfills.c.id == backfill_id).values(status="completed", updated_at=utcnow(), last_run=run))
+
+    def backfill_state(self, backfill_id: str) -> tuple[dict | None, list[dict]]:
+        """A backfill's row and its chunks (oldest first)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(backfills).where(backfills.c.id == backfill_id)).first()
+            chunks = conn.execute(
+                sa.select(backfill_chunks).where(backfill_chunks.c.backfill == backfill_id).order_by(backfill_chunks.c.chunk_start)
+            )
+            return (dict(row._mapping) if row else None), [dict(c._mapping) for c in chunks]
+
+    def failed_in_run(self, integration: str, run: str) -> list[str]:
+        """Documents whose last outcome in this flow run (all its attempts share the run id) was a failure."""
+        outcome = (DELIVERED, "already-present", FAILED, NEEDS_ATTENTION, SUPERSEDED)
+        last: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(events.c.doc_id, events.c.event)
+                .where(events.c.integration == integration, events.c.run == run, events.c.event.in_(outcome))
+                .order_by(events.c.id)
+            )
+            for doc_id, event in rows:
+                if doc_id is not None:
+                    last[doc_id] = event
+        return [d for d, e in last.items() if e in (FAILED, NEEDS_ATTENTION)]
 
     # -- documents --------------------------------------------------------------
     def rows(self, integration: str, doc_ids: list[str] | None = None, statuses: tuple[str, ...] | None = None) -> list[dict]:
@@ -357,6 +458,69 @@ class Ledger:
             query = query.where(events.c.doc_id == doc_id)
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query.order_by(events.c.id))]
+
+    def add_events(self, integration: str, rows: list[tuple[str | None, str | None, str, str | None]], run: str | None) -> None:
+        """Append audit events (doc_id, version, event, detail) in one transaction."""
+        with self.engine.begin() as conn:
+            self._events(conn, integration, rows, run)
+
+    def discard(self, integration: str, doc_ids: list[str], detail: str, run: str | None) -> list[dict]:
+        """Mark these documents' parked (needs-attention) rows discarded, with a `discarded` event each.
+
+        Rows are never deleted. Returns the rows that were discarded (as they were before)."""
+        now = utcnow()
+        parked = (documents.c.integration == integration, documents.c.status == NEEDS_ATTENTION)
+        done: list[dict] = []
+        with self.engine.begin() as conn:
+            for i in range(0, len(doc_ids), 500):
+                chunk = doc_ids[i : i + 500]
+                rows = [dict(r._mapping) for r in conn.execute(sa.select(documents).where(*parked, documents.c.doc_id.in_(chunk)))]
+                conn.execute(
+                    documents.update().where(*parked, documents.c.doc_id.in_(chunk)).values(status=DISCARDED, updated_at=now, last_run=run)
+                )
+                self._events(conn, integration, [(r["doc_id"], r["version"], DISCARDED, detail) for r in rows], run)
+                done.extend(rows)
+        return done
+
+    def status_summary(self, integrations: list[str], day_start: datetime, week_start: datetime) -> dict[str, dict[str, Any]]:
+        """Per integration, in three grouped queries: documents per status, delivered since day_start and
+        since week_start, last delivery, last error of a failed or parked document, cursor."""
+        out: dict[str, dict[str, Any]] = {
+            key: {"counts": {}, "delivered_today": 0, "delivered_week": 0, "last_delivered": None, "last_error": None,
+                  "last_error_doc": None, "last_error_at": None, "cursor": None, "cursor_updated": None}
+            for key in integrations
+        }
+        today = sa.func.sum(sa.case((documents.c.delivered_at >= day_start, 1), else_=0))
+        week = sa.func.sum(sa.case((documents.c.delivered_at >= week_start, 1), else_=0))
+        # the newest failed or parked row of each integration (window functions: SQLite >= 3.25 and PostgreSQL)
+        newest = sa.func.row_number().over(
+            partition_by=documents.c.integration, order_by=(documents.c.updated_at.desc(), documents.c.id.desc())
+        )
+        with self.engine.connect() as conn:
+            for i in range(0, len(integrations), 500):
+                chunk = integrations[i : i + 500]
+                rows = conn.execute(
+                    sa.select(documents.c.integration, documents.c.status, sa.func.count(), today, week, sa.func.max(documents.c.delivered_at))
+                    .where(documents.c.integration.in_(chunk))
+                    .group_by(documents.c.integration, documents.c.status)
+                )
+                for integ, status, n, n_today, n_week, last in rows:
+                    entry = out[integ]
+                    entry["counts"][status] = n
+                    entry["delivered_today"] += n_today or 0
+                    entry["delivered_week"] += n_week or 0
+                    if last is not None:  # max() keeps the column's type: an aware datetime
+                        entry["last_delivered"] = max(filter(None, (entry["last_delivered"], last)))
+                ranked = (
+                    sa.select(documents.c.integration, documents.c.doc_id, documents.c.last_error, documents.c.updated_at, newest.label("n"))
+                    .where(documents.c.integration.in_(chunk), documents.c.status.in_((FAILED, NEEDS_ATTENTION)))
+                    .subquery()
+                )
+                for r in conn.execute(sa.select(ranked).where(ranked.c.n == 1)):
+                    out[r.integration].update(last_error=r.last_error, last_error_doc=r.doc_id, last_error_at=r.updated_at)
+                for r in conn.execute(sa.select(cursors).where(cursors.c.integration.in_(chunk))):
+                    out[r.integration].update(cursor=r.position, cursor_updated=r.updated_at)
+        return out
 
     def counts(self, integration: str) -> dict[str, int]:
         with self.engine.connect() as conn:

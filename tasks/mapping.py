@@ -16,11 +16,26 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from deployments.config import DATE_PLACEHOLDERS, Config, Integration, Sanitize
+from deployments.config import DATE_PLACEHOLDERS, Config, ConfigError, Integration, Sanitize
 from tasks.connectors.base import Mode, Package, PackageFile
 from tasks.documents import Document
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
+# C0 and C1 control characters, and lone surrogates (JSON "\udce9" escapes: no file system can store them)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Bytes in one file or folder name: file systems and SFTP servers take 255 (é is 2 bytes, 株 3), and a
+# connector uploads under a longer temp name first (".<name>.<8 hex>.partial"), so keep 55 free.
+NAME_MAX = 200
+
+
+def _clip(text: str, chars: int, nbytes: int = NAME_MAX) -> str:
+    """At most `chars` characters and `nbytes` UTF-8 bytes, cut on a character boundary."""
+    text = text[:chars]
+    data = text.encode("utf-8")
+    return text if len(data) <= nbytes else data[:nbytes].decode("utf-8", "ignore")
+
+
+def _nbytes(text: str) -> int:
+    return len(text.encode("utf-8"))
 
 
 class MappingError(Exception):
@@ -37,9 +52,15 @@ class Lookups:
             import pandas as pd  # only when there are tables: importing pandas costs ~1 s
 
             path = config.lookup_path(table)
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-            frame = frame.drop_duplicates(subset=[table.key], keep="last")
-            self.tables[name] = frame.set_index(table.key, drop=False).to_dict(orient="index")
+            try:
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+                frame = frame.drop_duplicates(subset=[table.key], keep="last")
+                self.tables[name] = frame.set_index(table.key, drop=False).to_dict(orient="index")
+            except Exception as exc:  # noqa: BLE001 - a ragged row, bad encoding...: name the table, not pandas' internals
+                raise ConfigError(
+                    [f"integration {integ.key!r}: mapping.lookups.{name}.file: cannot read CSV {path}: "
+                     f"{type(exc).__name__}: {' '.join(str(exc).split())}; fix the file (every row needs the header's columns, UTF-8)"]
+                ) from None
             self.paths[name] = path
 
     def get(self, table: str, key: str) -> dict[str, str] | None:
@@ -58,7 +79,7 @@ def sanitize_segment(value: str, rules: Sanitize) -> str:
     while ".." in text:
         text = text.replace("..", ".")
     text = text.strip(" .")
-    return text[: rules.max_length].rstrip(" .")
+    return _clip(text, rules.max_length).rstrip(" .")
 
 
 def _as_datetime(value: Any) -> datetime | date | None:
@@ -128,7 +149,7 @@ class Renderer:
                 raise MappingError(f"document {self.doc_id}: {field} renders to an unsafe path segment {seg!r}")
         if keep_ext:
             return [_fit(s, self.rules.max_length) for s in segments]
-        return [s[: self.rules.max_length] for s in segments]
+        return [_clip(s, self.rules.max_length) for s in segments]
 
 
 def document_values(doc: Document, integ: Integration) -> dict[str, Any]:
@@ -202,9 +223,11 @@ def map_document(doc: Document, integ: Integration, lookups: Lookups, mode: Mode
     stem = main_name.rsplit(".", 1)[0] if "." in main_name else main_name
     # when shortened, the extra files and the sidecar must keep the main file's stem (receivers pair them by it)
     other_exts = [sanitize_segment(f.ext, rules) for f in doc.files[1:]] + (["json"] if integ.mapping.sidecar else [])
-    room = rules.max_length - 1 - max((len(e) for e in other_exts if len(e) <= 10), default=0)
-    if 0 < room < len(stem):
-        short = stem[:room].rstrip(" .") or rules.replacement
+    exts = [e for e in other_exts if len(e) <= 10]
+    room = rules.max_length - 1 - max((len(e) for e in exts), default=0)
+    room_bytes = NAME_MAX - 1 - max((_nbytes(e) for e in exts), default=0)
+    if 0 < room and (room < len(stem) or room_bytes < _nbytes(stem)):
+        short = _clip(stem, room, room_bytes).rstrip(" .") or rules.replacement
         main_name, stem = short + main_name[len(stem):], short
     files: list[PackageFile] = []
     used: set[str] = set()
@@ -269,13 +292,13 @@ def sidecar_content(doc: Document, fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fit(name: str, max_length: int) -> str:
-    """Truncate a file name to max_length, keeping its extension."""
-    if len(name) <= max_length:
+    """Truncate a file name to max_length characters (and NAME_MAX bytes), keeping its extension."""
+    if len(name) <= max_length and _nbytes(name) <= NAME_MAX:
         return name
     stem, dot, ext = name.rpartition(".")
     if not dot or len(ext) > 10:
-        return name[:max_length]
-    return (stem[: max_length - len(ext) - 1].rstrip(" .") or "_") + "." + ext
+        return _clip(name, max_length)
+    return (_clip(stem, max_length - len(ext) - 1, NAME_MAX - _nbytes(ext) - 1).rstrip(" .") or "_") + "." + ext
 
 
 def preview(doc: Document, integ: Integration, lookups: Lookups) -> dict[str, Any]:

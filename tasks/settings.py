@@ -28,6 +28,15 @@ class Settings(BaseSettings):
         description="Name of a ledger-database block holding the URL with its password; wins over ledger_url.",
     )
     batch_size: int = Field(default=200, description="Documents per delivery task run.")
+    notify_email: str = Field(
+        default="", description="Comma-separated addresses e-mailed when any sync run fails (besides each integration's notify.email)."
+    )
+    notify_smtp: str | None = Field(
+        default=None, description="SMTP connection block for failure e-mails, e.g. smtp-connection/ops (when notify.smtp is not set)."
+    )
+
+    def notify_email_list(self) -> list[str]:
+        return [a.strip() for a in self.notify_email.split(",") if a.strip()]
 
     def resolved_ledger_url(self) -> str:
         if self.ledger_block:

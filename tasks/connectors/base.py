@@ -11,9 +11,9 @@ from __future__ import annotations
 import enum
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,6 +30,9 @@ class Ability(str, enum.Enum):
     REMOVE_PARTIAL = "remove_partial"  # can remove what a failed upload left behind
     TOKEN_REFRESH = "token_refresh"  # refreshes OAuth tokens and saves them to its block
     ATOMIC = "atomic"  # a file never appears under its final name half-written
+    INVENTORY = "inventory"  # can list what the destination holds (reconciliation)
+    CERTIFICATION = "certification"  # passes certification mode on to the destination (Pagero-style sendMode)
+    PARALLEL = "parallel"  # `deliver` may run in several threads at once, up to `parallelism` (rclone's --transfers)
 
 
 class Mode(str, enum.Enum):
@@ -117,6 +120,16 @@ class Delivery:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+class RemoteFile(NamedTuple):
+    """One file the destination holds (Ability.INVENTORY)."""
+
+    path: str  # relative to the connection's folder or prefix, as Package.path_of gives it
+    size: int
+    ref: str  # the form the connector records as a delivery's remote_ref
+    partial: bool = False  # a temp file or unfinished upload a delivery left behind
+    sha256: str | None = None  # only when asked for and cheap to know
+
+
 @dataclass
 class CheckResult:
     ok: bool
@@ -147,6 +160,12 @@ class Connector(ABC):
     ):
         self.connection = connection
         self.mode = mode
+        if mode == Mode.CERTIFICATION and Ability.CERTIFICATION not in self.abilities:
+            # configuration validation names the integration; this guards direct use
+            raise ValueError(
+                f"{type(self).__name__} does not know certification mode; use production or test, or a connection "
+                f"whose destination takes a certification flag ({', '.join(certification_connections())})"
+            )
         if not isinstance(options, ConnectorOptions):
             options = self.options_model.model_validate(options or {})
         self.options = options
@@ -194,6 +213,11 @@ class Connector(ABC):
         """
 
     # -- optional abilities --------------------------------------------------
+    @property
+    def parallelism(self) -> int:
+        """Ability.PARALLEL: how many `deliver` calls the sync flow may run at once (thread-safe up to this)."""
+        return 1
+
     def lookup(self, package: Package) -> Delivery | None:
         """Ability.IDEMPOTENCY_LOOKUP: the earlier delivery of this package, if any."""
         raise NotImplementedError
@@ -209,6 +233,19 @@ class Connector(ABC):
     def refresh_token(self) -> None:
         """Ability.TOKEN_REFRESH: refresh and save the new token to the block at once."""
         raise NotImplementedError
+
+    def inventory(self, prefix: str = "", hashes: bool = False) -> Iterable[RemoteFile]:
+        """Ability.INVENTORY: every file under `prefix` (relative), temp/partial files flagged.
+
+        Raises NotImplementedError when this connection cannot be listed (e.g. a drop box)."""
+        raise NotImplementedError
+
+
+def certification_connections() -> list[str]:
+    """Connection block types whose connector passes certification mode on (for error messages)."""
+    from tasks.connectors import CONNECTORS, connector_class
+
+    return [slug for slug in sorted(CONNECTORS) if Ability.CERTIFICATION in connector_class(slug).abilities]
 
 
 class VerifyingReader:

@@ -18,6 +18,7 @@ from tasks.connectors.base import (
     Package,
     PackageFile,
     PermanentDeliveryError,
+    RemoteFile,
     TransientDeliveryError,
     VerifyingReader,
 )
@@ -35,7 +36,7 @@ def _sha256_file(path: Path) -> str:
 
 
 class LocalFolderConnector(Connector):
-    abilities = frozenset({Ability.VERIFY, Ability.IDEMPOTENCY_LOOKUP, Ability.REMOVE_PARTIAL, Ability.ATOMIC})
+    abilities = frozenset({Ability.VERIFY, Ability.IDEMPOTENCY_LOOKUP, Ability.REMOVE_PARTIAL, Ability.ATOMIC, Ability.INVENTORY})
 
     @property
     def root(self) -> Path:
@@ -121,3 +122,24 @@ class LocalFolderConnector(Connector):
         if exc.errno in _PERMANENT_ERRNOS:
             return PermanentDeliveryError(text)
         return TransientDeliveryError(text)
+
+    def inventory(self, prefix: str = "", hashes: bool = False):
+        """Ability.INVENTORY: every file under root/prefix; `.<name>.<random>.partial` temp files flagged."""
+        root = self.root.resolve()
+        start = (root / prefix).resolve() if prefix else root
+        if start != root and root not in start.parents:
+            raise PermanentDeliveryError(f"{self.label}: prefix {prefix!r} escapes the folder")
+        if not start.is_dir():
+            return
+        for folder, dirs, names in os.walk(start):
+            dirs.sort()
+            for name in sorted(names):
+                path = Path(folder) / name
+                try:
+                    size = path.stat().st_size
+                    digest = _sha256_file(path) if hashes else None
+                except FileNotFoundError:  # removed while listing (a temp file renamed into place)
+                    continue
+                partial = name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
+                rel = path.relative_to(root).as_posix()
+                yield RemoteFile(rel, size, str(path), partial, digest)

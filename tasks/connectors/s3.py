@@ -131,7 +131,7 @@ def _metadata_key(name: str) -> str:
 class S3Connector(Connector):
     """Writes each file of a package as one object: key = prefix + package.path_of(file)."""
 
-    abilities = frozenset({Ability.VERIFY, Ability.IDEMPOTENCY_LOOKUP, Ability.REMOVE_PARTIAL, Ability.ATOMIC})
+    abilities = frozenset({Ability.VERIFY, Ability.IDEMPOTENCY_LOOKUP, Ability.REMOVE_PARTIAL, Ability.ATOMIC, Ability.INVENTORY})
 
     _client: Any = None
 
@@ -476,3 +476,30 @@ class S3Connector(Connector):
             # remove_partial (Ability.REMOVE_PARTIAL) cleans it up on the next attempt.
             logger.warning("could not abort the multipart upload of s3://%s/%s on %s: %s",
                            self.bucket, key, self.label, self._scrub(str(exc)))
+
+    # -- reconciliation ---------------------------------------------------------
+    def inventory(self, prefix: str = "", hashes: bool = False):
+        """Ability.INVENTORY: every object under the connection's prefix (+ `prefix`); unfinished
+        multipart uploads flagged as partial. With `hashes`, the sha256 docroute stored in each
+        object's metadata (one HEAD per object)."""
+        from tasks.connectors.base import RemoteFile
+
+        base = self._prefix()
+        start = base + prefix.lstrip("/")
+        found: list[RemoteFile] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    digest = None
+                    if hashes:
+                        head = self._head(None, key)
+                        digest = (head or {}).get("Metadata", {}).get("sha256")
+                    found.append(RemoteFile(key[len(base):], obj.get("Size", 0), f"s3://{self.bucket}/{key}", False, digest))
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=start):
+                for upload in page.get("Uploads", []):
+                    key = upload["Key"]
+                    found.append(RemoteFile(key[len(base):], 0, f"s3://{self.bucket}/{key}", True))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, None, start or None, "listing") from None
+        return found

@@ -1,13 +1,16 @@
 """SFTP connector (paramiko): pinned host key, temp name + verify + rename, one connection per run.
 
-Per file: stat the target (policy `if_exists`), upload to `.<name>.<random><temp_suffix>` in the
-target folder with pipelined writes streamed through VerifyingReader (a 20 MB PDF is never held
-in memory), wait for every write's status (paramiko itself discards the statuses of pipelined
-writes, so a write refused for a full disk would go unnoticed), check the size (fstat on the
-open handle, sent with the writes: no extra round trip) and, with verify=hash, a remote
-`sha256sum` over an exec channel, then rename into place: posix-rename@openssh.com when the
-server advertises it (atomic replace), else rename, removing an existing target first. A failed
-upload removes its temp file, so a half-written file never has its final name.
+Per file, three round trips (the floor of a bare paramiko put + rename): [stat the target (policy
+`if_exists`; none under overwrite or for a drop box) + open `.<name>.<random><temp_suffix>` in the
+target folder] -> [the writes, streamed through VerifyingReader in 32 KiB requests with at most
+MAX_IN_FLIGHT unanswered (a 20 MB PDF is never held in memory), an fstat on the open handle and
+the close] -> [rename into place: posix-rename@openssh.com when the server advertises it (atomic
+replace), else rename, removing an existing target first]. Every write's status is checked
+(paramiko itself discards the statuses of pipelined writes, so a write refused for a full disk
+would go unnoticed), the size is checked from the fstat, and, with verify=hash, a remote
+`sha256sum` runs over an exec channel before the rename. The rename is sent only once the close
+is confirmed. Answers are collected by request number (`_Replies`), so they may come in any order.
+A failed upload removes its temp file, so a half-written file never has its final name.
 
 The socket is created here with TCP_NODELAY: with Nagle on, paramiko's write pattern stalls
 ~40 ms per 30-100 KB file against OpenSSH (delayed ACK on the small tail packet; measured 40x).
@@ -17,12 +20,12 @@ SFTP "Failure" on write (disk full, quota) are PermanentDeliveryError; connectio
 and EOF are TransientDeliveryError, and the broken connection is dropped so the next `deliver`
 reconnects.
 
-Optional method for the flow: `deliver_batch(packages) -> list[Delivery | DeliveryError]`
-delivers packages in parallel over up to `pool_size` connections (each package's result in input
-order; an error is returned, not raised, so one bad document never blocks the others). Files of
-one package stay in order on one connection (the sidecar/trigger file goes last). Measured on
-2 cores over loopback it is no faster than serial `deliver` for 50 KB files (paramiko is
-CPU/GIL bound there); it pays off where the round trip, not the CPU, is the limit.
+Ability.PARALLEL: `deliver` is thread-safe; each call takes a connection from a small pool
+(`pool_size`, like rclone's --transfers), so the sync flow sends up to `pool_size` documents at
+once (`parallelism`). Files of one package stay in order on one connection (the sidecar/trigger
+file goes last). `deliver_batch(packages) -> list[Delivery | DeliveryError]` does the same without
+the flow (results in input order; an error is returned, not raised). Parallel connections pay off
+wherever round trips, not the CPU, are the limit: a remote server, or a loaded machine.
 
 Drop-box servers (`drop_box=True`) take files away on arrival: no existence check before and
 no stat after the upload (the write statuses are still checked), `lookup` returns None.
@@ -44,12 +47,29 @@ import stat as stat_mod
 import struct
 import threading
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import paramiko
-from paramiko.sftp import CMD_ATTRS, CMD_FSTAT, CMD_INIT, CMD_STATUS, CMD_VERSION, SFTPError
+from paramiko.sftp import (
+    CMD_ATTRS,
+    CMD_CLOSE,
+    CMD_FSTAT,
+    CMD_HANDLE,
+    CMD_INIT,
+    CMD_OPEN,
+    CMD_STAT,
+    CMD_STATUS,
+    CMD_VERSION,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
+    SFTPError,
+    int64,
+)
 from paramiko.message import Message
 
 from blocks.sftp import parse_host_key
@@ -69,7 +89,8 @@ from tasks.connectors.base import (
 
 log = logging.getLogger("docroute.connectors.sftp")
 
-CHUNK = 256 * 1024  # read size from the source; paramiko splits it into 32 KiB SFTP writes
+CHUNK = 32 * 1024  # read size from the source = one SFTP write (the RFC's limit, which every server takes)
+MAX_IN_FLIGHT = 64  # unanswered writes per file (2 MiB): enough to fill the pipe, and memory stays flat
 POSIX_RENAME = "posix-rename@openssh.com"
 # Errors of the connection itself (not of one request): retry, on a new connection.
 _TRANSPORT_ERRORS = (EOFError, socket.timeout, TimeoutError, ConnectionError, paramiko.SSHException, SFTPError)
@@ -97,6 +118,58 @@ class _SFTPClient(paramiko.SFTPClient):
         except (struct.error, UnicodeDecodeError, IndexError):
             pass  # a malformed extension list: use none
         return version
+
+
+class _Replies:
+    """The server's answers to pipelined requests, collected by request number, in whatever order they come.
+
+    paramiko discards the answer to a request registered without an owner when it reads the
+    stream for another one; registering this object as the owner keeps every answer (paramiko
+    calls `_async_response`), so several requests can be in flight and read in any order.
+    """
+
+    def __init__(self, sftp: paramiko.SFTPClient):
+        self.sftp = sftp
+        self.got: dict[int, tuple[int, Message]] = {}
+
+    def _async_response(self, t: int, msg: Message, num: int) -> None:  # called by paramiko
+        self.got[num] = (t, msg)
+
+    def send(self, cmd: int, *args) -> int:
+        return self.sftp._async_request(self, cmd, *args)
+
+    def wait(self, num: int) -> tuple[int, Message]:
+        while num not in self.got:
+            self.sftp._read_response()  # reads one answer and hands it to its owner
+        return self.got.pop(num)
+
+    def status(self, num: int) -> None:
+        """Raise the request's error (OSError with errno where SFTP has one), if any."""
+        t, msg = self.wait(num)
+        if t != CMD_STATUS:
+            raise SFTPError("Expected status")
+        self.sftp._convert_status(msg)
+
+    def handle(self, num: int) -> bytes:
+        t, msg = self.wait(num)
+        if t == CMD_STATUS:
+            self.sftp._convert_status(msg)
+        if t != CMD_HANDLE:
+            raise SFTPError("Expected handle")
+        return msg.get_binary()
+
+    def attrs(self, num: int, missing_ok: bool = False) -> paramiko.SFTPAttributes | None:
+        t, msg = self.wait(num)
+        if t == CMD_STATUS:
+            try:
+                self.sftp._convert_status(msg)
+            except OSError as exc:
+                if missing_ok and exc.errno == errno.ENOENT and not isinstance(exc, _TRANSPORT_ERRORS):
+                    return None
+                raise
+        if t != CMD_ATTRS:
+            raise SFTPError("Expected attributes")
+        return paramiko.SFTPAttributes._from_msg(msg)
 
 
 class _Conn:
@@ -149,7 +222,9 @@ def _load_private_key(text: str, passphrase: str | None, label: str) -> paramiko
 
 
 class SftpConnector(Connector):
-    abilities = frozenset({Ability.VERIFY, Ability.IDEMPOTENCY_LOOKUP, Ability.REMOVE_PARTIAL, Ability.ATOMIC})
+    abilities = frozenset(
+        {Ability.VERIFY, Ability.IDEMPOTENCY_LOOKUP, Ability.REMOVE_PARTIAL, Ability.ATOMIC, Ability.INVENTORY, Ability.PARALLEL}
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -157,6 +232,11 @@ class SftpConnector(Connector):
         self._lock = threading.Lock()
         self._dirs: set[str] = set()  # folders known to exist (absolute)
         self.connects = 0  # SSH logins made by this connector (reuse is observable)
+
+    @property
+    def parallelism(self) -> int:
+        """Ability.PARALLEL: `deliver` is thread-safe; each thread takes its own connection from the pool."""
+        return self.connection.pool_size
 
     # -- connection lifecycle --------------------------------------------------
     @property
@@ -387,30 +467,6 @@ class SftpConnector(Connector):
             conn.sftp.remove(target)
             conn.sftp.rename(tmp, target)
 
-    @staticmethod
-    def _drain_writes(conn: _Conn, fh: paramiko.SFTPFile, fstat: bool) -> int | None:
-        """Wait for every pipelined write's status, raising the first error; with fstat, the file's size.
-
-        paramiko registers pipelined writes with no owner, so their statuses are discarded and
-        close() swallows errors: a write refused for a full disk would pass unnoticed (and, in
-        drop-box mode with no fstat, be renamed into place truncated). These are the calls paramiko
-        makes itself for non-pipelined writes. The fstat is sent before the wait, so the size
-        costs no extra round trip (the server answers requests in order).
-        """
-        sftp = conn.sftp
-        fstat_req = sftp._async_request(type(None), CMD_FSTAT, fh.handle) if fstat else None
-        reqs = getattr(fh, "_reqs", None)
-        while reqs:
-            t, _ = sftp._read_response(reqs.popleft())  # raises OSError on an error status
-            if t != CMD_STATUS:
-                raise SFTPError("Expected status")
-        if fstat_req is None:
-            return None
-        t, msg = sftp._read_response(fstat_req)
-        if t != CMD_ATTRS:
-            raise SFTPError("Expected attributes")
-        return paramiko.SFTPAttributes._from_msg(msg).st_size
-
     def _remove_quietly(self, conn: _Conn, path: str) -> None:
         if not conn.alive:
             return  # nothing to do over a dead connection; remove_partial cleans up on the retry
@@ -560,32 +616,46 @@ class SftpConnector(Connector):
         )
 
     def _put(self, conn: _Conn, package: Package, f: PackageFile, folder: str, target: str) -> bool:
-        """Upload one file atomically; True when an identical file was already there."""
+        """Upload one file atomically; True when an identical file was already there.
+
+        Three round trips, like a bare paramiko put + rename: [stat target + open temp] ->
+        [writes + fstat + close] -> [rename]. The rename waits for the close's answer, so a file
+        only gets its final name once the server has confirmed every byte and closed it.
+        """
         b = self.connection
-        if not b.drop_box:
-            attrs = self._stat(conn, target)
-            if attrs is not None:
-                identical = self._identical(conn, target, attrs, f)
-                if identical and b.if_exists != "overwrite":
-                    return True
-                if b.if_exists == "fail":
-                    raise PermanentDeliveryError(
-                        f"document {package.doc_id}: {target} already exists on {self._where} with other content "
-                        f"(connection policy if_exists=fail; {self.label})"
-                    )
+        q = _Replies(conn.sftp)
         tmp = self._temp_name(folder, f)
-        fh = None
         try:
             src = f.open()
         except OSError as exc:
             raise TransientDeliveryError(
                 f"document {package.doc_id}: cannot open source file {f.name}: {exc.strerror or exc}"
             ) from None
+        handle: bytes | None = None
+        closed = False
         try:
             with src:
+                # if_exists=overwrite replaces whatever is there, and a drop box is never looked at: no stat.
+                stat_req = q.send(CMD_STAT, target) if not b.drop_box and b.if_exists != "overwrite" else None
+                open_req = q.send(CMD_OPEN, tmp, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC, paramiko.SFTPAttributes())
+                if stat_req is not None:
+                    attrs = q.attrs(stat_req, missing_ok=True)
+                    identical = attrs is not None and self._identical(conn, target, attrs, f)
+                    if identical or (attrs is not None and b.if_exists == "fail"):
+                        handle = q.handle(open_req)  # the temp file opened meanwhile is not needed: it goes again
+                        if not identical:
+                            raise PermanentDeliveryError(
+                                f"document {package.doc_id}: {target} already exists on {self._where} with other "
+                                f"content (connection policy if_exists=fail; {self.label})"
+                            )
+                        q.status(q.send(CMD_CLOSE, handle))
+                        closed = True
+                        self._remove_quietly(conn, tmp)
+                        return True
+                handle = q.handle(open_req)
                 reader = VerifyingReader(src, f)
-                fh = conn.sftp.open(tmp, "wb")
-                fh.set_pipelined(True)
+                writes: deque[int] = deque()
+                offset = 0
                 while True:
                     try:
                         data = reader.read(CHUNK)
@@ -595,19 +665,28 @@ class SftpConnector(Connector):
                         ) from None
                     if not data:
                         break
-                    fh.write(data)
+                    writes.append(q.send(CMD_WRITE, handle, int64(offset), data))
+                    offset += len(data)
+                    while len(writes) > MAX_IN_FLIGHT:
+                        q.status(writes.popleft())
                 reader.verify(package)
-                fh.flush()
+                # Every write's status is checked (paramiko's own pipelined writes drop them, so a write
+                # refused for a full disk would go unnoticed); the size comes from an fstat on the open
+                # handle, sent with the writes, and the close goes with them too.
                 check_size = b.verify != "none" and not b.drop_box
-                size = self._drain_writes(conn, fh, fstat=check_size)
-                if check_size:
+                fstat_req = q.send(CMD_FSTAT, handle) if check_size else None
+                close_req = q.send(CMD_CLOSE, handle)
+                closed = True
+                while writes:
+                    q.status(writes.popleft())
+                if fstat_req is not None:
+                    size = q.attrs(fstat_req).st_size
                     if size != f.size:
                         raise TransientDeliveryError(
                             f"document {package.doc_id}: {f.name} corrupted on transfer to {self._where}: "
                             f"sent {f.size} bytes, server holds {size}"
                         )
-                fh.close()
-                fh = None
+                q.status(close_req)
             if b.verify == "hash" and not b.drop_box:
                 remote = self._remote_sha256(conn, tmp)
                 if remote is not None and remote != f.sha256:
@@ -617,9 +696,9 @@ class SftpConnector(Connector):
                     )
             self._rename(conn, tmp, target)
         except BaseException:
-            if fh is not None:
+            if handle is not None and not closed and conn.alive:
                 try:
-                    fh.close()
+                    q.send(CMD_CLOSE, handle)  # answered before the remove's answer; not waited for
                 except Exception:  # noqa: BLE001 - already failing
                     pass
             self._remove_quietly(conn, tmp)
@@ -649,3 +728,50 @@ class SftpConnector(Connector):
             f"document {package.doc_id}: unexpected {type(exc).__name__} trying to {action} folder {folder} "
             f"on {self._where}: {exc}"
         )
+
+    # -- reconciliation ---------------------------------------------------------
+    def inventory(self, prefix: str = "", hashes: bool = False):
+        """Ability.INVENTORY: every file under the folder (or `prefix` in it), temp files flagged.
+
+        A drop box cannot be listed (the server takes files away). With `hashes`, each file's
+        sha256 comes from a remote sha256sum where the account may run it (else None)."""
+        from tasks.connectors.base import RemoteFile
+
+        if self.connection.drop_box:
+            raise NotImplementedError(f"{self.label} is a drop box: the server takes files away on arrival, so it cannot be listed")
+        conn = self._checkout()
+        try:
+            root = self._abs_root(conn)
+            start = posixpath.normpath(posixpath.join(root, prefix)) if prefix else root
+            if not (start == root or start.startswith(root.rstrip("/") + "/")):
+                raise PermanentDeliveryError(f"{self.label}: prefix {prefix!r} escapes folder {root}")
+            suffix = self.connection.temp_suffix
+            found: list[RemoteFile] = []
+            pending = [start]
+            while pending:
+                folder = pending.pop()
+                try:
+                    entries = conn.sftp.listdir_attr(folder)
+                except OSError as exc:
+                    if isinstance(exc, _TRANSPORT_ERRORS) or exc.errno != errno.ENOENT:
+                        raise
+                    continue  # no such folder: nothing delivered there
+                for attrs in sorted(entries, key=lambda a: a.filename):
+                    path = posixpath.join(folder, attrs.filename)
+                    if stat_mod.S_ISDIR(attrs.st_mode or 0):
+                        pending.append(path)
+                    elif stat_mod.S_ISREG(attrs.st_mode or 0):
+                        partial = attrs.filename.startswith(".") and attrs.filename.endswith(suffix)
+                        digest = self._remote_sha256(conn, path) if hashes and not partial else None
+                        rel = posixpath.relpath(path, root)
+                        found.append(RemoteFile(rel, attrs.st_size or 0, self._ref(path), partial, digest))
+            return sorted(found)
+        except DeliveryError:
+            raise
+        except _TRANSPORT_ERRORS + (OSError,) as exc:
+            if isinstance(exc, _TRANSPORT_ERRORS) or not conn.alive:
+                conn.close()
+                raise TransientDeliveryError(f"{self.label}: connection to {self._where} lost while listing: {exc}") from None
+            raise PermanentDeliveryError(f"{self.label}: cannot list folder on {self._where}: {exc.strerror or exc}") from None
+        finally:
+            self._checkin(conn)

@@ -1,8 +1,11 @@
 """Webhook connector: one signed POST per document (Standard Webhooks), over one requests.Session.
 
 Body (`WebhookConnection.payload`):
-- json: ``{"type": "document.exported", "document": {id, version, client, integration,
-  document_type, fields, files: [{name, role, media_type, size, sha256, content_base64}]}}``.
+- json: ``{"type": "document.exported", "mode": "production", "document": {id, version, client,
+  integration, document_type, fields, files: [{name, role, media_type, size, sha256, content_base64}]}}``.
+  ``mode`` is the integration's send mode (production, test or certification), inside the
+  signature; the same value is in the ``docroute-mode`` header. Test mode posts to the
+  connection's test_url, certification mode to certification_url (default: url).
 - multipart/form-data: a ``metadata`` part (the same JSON, without content_base64) and one
   ``file`` part per file, in delivery order, each with its filename and media type.
 - auto (default): json when all files together fit in ``inline_max_bytes``, else multipart.
@@ -51,6 +54,7 @@ import requests
 
 from blocks.webhook import SECRET_PREFIX
 from tasks.connectors.base import (
+    Ability,
     CheckResult,
     Connector,
     Delivery,
@@ -121,7 +125,10 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 class WebhookConnector(Connector):
-    """POSTs each package to the connection's URL (test_url in test mode), signed."""
+    """POSTs each package to the connection's URL (test_url in test mode, certification_url or url in
+    certification mode), signed. The mode travels in the signed body and a docroute-mode header."""
+
+    abilities = frozenset({Ability.CERTIFICATION})
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -134,14 +141,44 @@ class WebhookConnector(Connector):
     # -- lifecycle ----------------------------------------------------------
     @property
     def url(self) -> str:
-        return self.test_setting("test_url") if self.mode == Mode.TEST else self.connection.url
+        if self.mode == Mode.TEST:
+            return self.test_setting("test_url")
+        if self.mode == Mode.CERTIFICATION and self.connection.certification_url:
+            return self.connection.certification_url
+        return self.connection.url
 
     @property
     def label(self) -> str:
         block = self.connection
-        return block.label(block.test_url if self.mode == Mode.TEST and block.test_url else None)
+        if self.mode == Mode.TEST and block.test_url:
+            return block.label(block.test_url)
+        return block.label(block.certification_url if self.mode == Mode.CERTIFICATION else None)
 
     def open(self) -> None:
+        """Start the session and check the endpoint's TLS certificate: a certificate problem is the
+        connection's, so the sync run stops before any document is touched (and none is parked for it)."""
+        self._start_session()
+        self._check_certificate()
+
+    def _check_certificate(self) -> None:
+        """A HEAD request to the endpoint over https; only certificate and ca_bundle problems raise
+        (any HTTP answer, even 405, is fine; other network errors are left to the deliveries)."""
+        try:
+            url = self.url
+        except DeliveryError:
+            return  # no test_url: each document says so
+        if not (self.connection.verify_tls and url.startswith("https:")):
+            return
+        timeout = self.connection.timeout
+        try:
+            self._session.head(url, timeout=(timeout, timeout), allow_redirects=False, verify=self._verify)
+        except requests.RequestException as exc:
+            if isinstance(_root_cause(exc), ssl.SSLCertVerificationError):
+                raise self._request_error(None, exc) from None
+        except OSError as exc:  # requests raises a bare OSError for a ca_bundle path that is not there
+            raise PermanentDeliveryError(f"{self.label}: ca_bundle {self.connection.ca_bundle!r} cannot be used: {exc}") from None
+
+    def _start_session(self) -> None:
         block = self.connection
         session = requests.Session()
         # Passed on every request too: a session-level verify loses to REQUESTS_CA_BUNDLE (requests #3829).
@@ -161,7 +198,7 @@ class WebhookConnector(Connector):
 
     # -- the interface ------------------------------------------------------
     def check(self) -> CheckResult:
-        body = json.dumps({"type": "docroute.check", "timestamp": int(time.time())}).encode()
+        body = json.dumps({"type": "docroute.check", "mode": self.mode.value, "timestamp": int(time.time())}).encode()
         try:
             with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as spool:
                 spool.write(body)
@@ -237,7 +274,7 @@ class WebhookConnector(Connector):
     def _write_json(self, package: Package, out: BinaryIO) -> None:
         # Written piecewise so the base64 of a large file never exists whole in memory.
         doc = self._document(package)
-        head = json.dumps({"type": "document.exported", "document": {**doc, "files": []}}, default=str)
+        head = json.dumps({"type": "document.exported", "mode": self.mode.value, "document": {**doc, "files": []}}, default=str)
         assert head.endswith("[]}}")
         out.write(head[:-3].encode())
         for n, f in enumerate(package.files):
@@ -250,7 +287,7 @@ class WebhookConnector(Connector):
     def _write_multipart(self, package: Package, out: BinaryIO, boundary: str) -> None:
         doc = self._document(package)
         doc["files"] = [self._file_meta(f) for f in package.files]
-        metadata = json.dumps({"type": "document.exported", "document": doc}, default=str).encode()
+        metadata = json.dumps({"type": "document.exported", "mode": self.mode.value, "document": doc}, default=str).encode()
         out.write(
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n"
             f"Content-Type: application/json\r\n\r\n".encode()
@@ -282,10 +319,15 @@ class WebhookConnector(Connector):
         self, spool: BinaryIO, size: int, content_type: str, webhook_id: str, package: Package | None = None
     ) -> requests.Response:
         if self._session is None:
-            self.open()
+            self._start_session()
         url = self.url
         timestamp = str(int(time.time()))
-        headers = {"Content-Type": content_type, "webhook-id": webhook_id, "webhook-timestamp": timestamp}
+        headers = {
+            "Content-Type": content_type,
+            "webhook-id": webhook_id,
+            "webhook-timestamp": timestamp,
+            "docroute-mode": self.mode.value,  # also in the signed body; the header lets a router act before parsing
+        }
         if self._keys:
             headers["webhook-signature"] = self._signature(spool, webhook_id, timestamp)
         spool.seek(0)

@@ -45,6 +45,16 @@ class Candidate:
     fingerprint: str  # size:mtime of every file: unchanged files need no re-hashing
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _parse_time(value: Any) -> datetime | None:
     if value in (None, ""):
         return None
@@ -96,9 +106,18 @@ class InboxFolderSource:
                 return None  # archived after a recorded delivery
             return SourceProblem(doc_id, wanted_client, f"document {doc_id}: {meta_path.name} is missing from {self.label}", False)
         try:
-            meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+            text = meta_path.read_bytes().decode("utf-8")
+            meta = json.loads(text)
             if not isinstance(meta, dict):
                 raise ValueError("top level is not an object")
+            # PostgreSQL refuses NUL in text: one document's metadata must not stop the run's ledger writes
+            if "\\u0000" in text and _has_nul(meta):
+                raise ValueError("a NUL character (\\u0000) in a value: not text")
+            if "\\ud" in text or "\\uD" in text:  # escapes of half a character ("\udce9") no file system or database takes
+                try:
+                    json.dumps(meta, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise ValueError(f"lone surrogate \\u{ord(exc.object[exc.start]):04x}: half a character, not text") from None
         except (ValueError, UnicodeDecodeError, OSError) as exc:
             young = self._young(meta_path, now)
             what = "is still being written" if young else f"is not valid UTF-8 JSON ({exc})"

@@ -66,6 +66,20 @@ def test_idempotency_lookup_finds_only_delivered_packages(harness, connector, tm
     assert found is not None and found.already_present
 
 
+def test_inventory_lists_delivered_files_under_their_paths_and_refs(harness, connector, tmp_path):
+    if Ability.INVENTORY not in connector.abilities:
+        pytest.skip("connector cannot list its destination")
+    package = make_package(tmp_path, "INV-3103", pdf_size=1000)
+    delivery = connector.deliver(package)
+    written = getattr(connector, "_files", lambda p: p.files)(package)  # S3 with metadata in headers: no sidecar
+    listed = {f.path: f for f in connector.inventory(package.folder, hashes=True)}
+    assert set(listed) == {package.path_of(f) for f in written}
+    for f in written:
+        entry = listed[package.path_of(f)]
+        assert entry.size == f.size and not entry.partial and entry.sha256 in (None, f.sha256)
+    assert listed[package.path_of(package.main)].ref == delivery.remote_ref  # how reconcile matches the ledger
+
+
 def test_a_source_that_breaks_mid_file_leaves_nothing_under_the_final_name(harness, connector, tmp_path):
     package = make_package(tmp_path, "INV-4004", pdf_size=300_000)
     main = package.main

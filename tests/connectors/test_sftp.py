@@ -435,3 +435,116 @@ def test_label_and_block_fields_hold_no_secret(sftp_harness):
     for name, field in SftpConnection.model_fields.items():
         assert field.description, name
     assert isinstance(conn.connector(), SftpConnector)
+
+
+# -- the sync flow over SFTP: a chunk's documents delivered in parallel ------------------------
+def _sftp_integration(workspace, sftp_harness, pool_size=4, **overrides) -> str:
+    """An integration of the workspace's inbox exporting to the harness's sshd (connection saved as a block)."""
+    name = f"sftp-{workspace.tag}"
+    sftp_harness.connection(pool_size=pool_size).save(name, overwrite=True)
+    return workspace.integration(connection=f"sftp-connection/{name}", **overrides)
+
+
+def _seed(workspace, n, prefix="INV"):
+    from datetime import timedelta
+
+    from tasks.sources.seed import write_document
+
+    approved = datetime.now(timezone.utc) - timedelta(hours=1)
+    ids = [f"{prefix}-{i:04d}" for i in range(n)]
+    for doc_id in ids:
+        write_document(workspace.inbox, doc_id, client="acme", approved_at=approved, pdf_size=30_000,
+                       metadata={"number": doc_id, "supplier": "Globex"})
+    old = time.time() - 60  # past the inbox's settle time
+    for p in workspace.inbox.iterdir():
+        os.utime(p, (old, old))
+    return ids
+
+
+def _sessions(server) -> tuple[int, int]:
+    log = server.sftp_log()
+    return log.count("session opened for local user"), log.count("session closed for local user")
+
+
+def test_the_sync_flow_sends_a_chunk_in_parallel_and_records_each_document_once(workspace, sftp_harness):
+    from flows.sync import SEND_CHUNK, sync
+
+    assert SftpConnector.parallelism.fget(sftp_harness.connection(pool_size=3).connector()) == 3
+    server = sftp_harness.server
+    key = _sftp_integration(workspace, sftp_harness, pool_size=4)
+    ids = _seed(workspace, 2 * SEND_CHUNK + 7)  # two full chunks and a short one
+    logins, (opened, closed) = server.logins(), _sessions(server)
+    result = sync(integration=key)
+
+    folder = sftp_harness.root / "acme" / "invoice"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i}.pdf" for i in ids]  # no temp file left
+    for i in ids:
+        assert (folder / f"{i}.pdf").read_bytes() == (workspace.inbox / f"{i}.pdf").read_bytes()
+    assert sorted(o["doc_id"] for o in result["outcomes"] if o["status"] == "delivered") == ids
+    ledger = workspace.ledger()
+    assert {r["doc_id"]: r["status"] for r in ledger.rows(key)} == {i: "delivered" for i in ids}
+    events = [e for e in ledger.events_of(key)]
+    for kind in ("attempt", "delivered"):  # one attempt recorded before sending, one delivery after, per document
+        assert sorted(e["doc_id"] for e in events if e["event"] == kind) == ids, kind
+    assert all(r["sending_since"] is None for r in ledger.rows(key))
+    # several connections were used at once, no more than the pool, and all were closed after the run
+    used = server.logins() - logins
+    assert 1 < used <= 4
+    deadline = time.monotonic() + 10
+    while _sessions(server) != (opened + used, closed + used):
+        assert time.monotonic() < deadline, _sessions(server)
+        time.sleep(0.05)
+
+    again = sync(integration=key)  # nothing new: nothing sent twice
+    sends = [e for e in ledger.events_of(key) if e["event"] in ("attempt", "delivered")]
+    assert again["outcomes"] == [] and len(sends) == 2 * len(ids)
+
+
+def test_one_failing_document_in_a_parallel_chunk_does_not_block_the_others(workspace, sftp_harness):
+    from flows.sync import SyncFailed, sync
+
+    key = _sftp_integration(workspace, sftp_harness, pool_size=4, max_attempts=3)
+    ids = _seed(workspace, 30)
+    folder = sftp_harness.server.mkdir(f"{sftp_harness.root.name}/acme/invoice")
+    (folder / "INV-0007.pdf").mkdir()  # a folder where the file should go: the server refuses the rename
+    with pytest.raises(SyncFailed) as info:
+        sync(integration=key)
+    assert "1 of 30 documents failed" in str(info.value) and "INV-0007" in str(info.value)
+    good = [i for i in ids if i != "INV-0007"]
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [f"{i}.pdf" for i in good]
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".partial")]
+    rows = {r["doc_id"]: r for r in workspace.ledger().rows(key)}
+    assert {d: r["status"] for d, r in rows.items() if d != "INV-0007"} == {i: "delivered" for i in good}
+    assert rows["INV-0007"]["status"] == "failed" and rows["INV-0007"]["attempts"] == 1
+    assert "INV-0007" in rows["INV-0007"]["last_error"]
+
+    (folder / "INV-0007.pdf").rmdir()  # fixed: the next run delivers it, and only it
+    result = sync(integration=key)
+    assert [(o["doc_id"], o["status"]) for o in result["outcomes"]] == [("INV-0007", "delivered")]
+
+
+def test_throttle_holds_when_documents_are_sent_in_parallel(workspace, sftp_harness):
+    from flows.sync import sync
+
+    key = _sftp_integration(workspace, sftp_harness, pool_size=4, throttle_per_second=20)
+    ids = _seed(workspace, 21)
+    sync(integration=key)
+    folder = sftp_harness.root / "acme" / "invoice"
+    times = sorted((folder / f"{i}.pdf").stat().st_mtime for i in ids)
+    assert times[-1] - times[0] >= 0.9  # 21 documents at 20 a second take at least one second, 4 senders or not
+
+
+def test_overwrite_sends_no_stat_and_pipelines_each_file(sftp_harness, tmp_path):
+    """if_exists=overwrite needs no existence check; the close goes with the writes, then the rename."""
+    server = sftp_harness.server
+    package = make_package(tmp_path, "INV-P1")
+    with sftp_harness.connection(if_exists="overwrite").connector() as connector:
+        connector.deliver(package)  # creates the folder (its stats are not what this test looks at)
+        mark = len(server.sftp_log())
+        connector.deliver(package)
+    requests = _requests_since(server, mark)
+    target = sftp_harness.root / package.path_of(package.main)
+    assert f'stat name "{target}"' not in requests and f'lstat name "{target}"' not in requests
+    assert f'posix-rename old "{target.parent}/.INV-P1.pdf.' in requests
+    assert target.read_bytes() == package.main.open().read()
+    assert sftp_harness.leftovers(package) == []

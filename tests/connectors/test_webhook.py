@@ -240,10 +240,13 @@ def tls_receiver(webhook_harness, tmp_path):
 def test_a_self_signed_certificate_is_refused_by_default(webhook_harness, tls_receiver, tmp_path):
     rcv, _ = tls_receiver
     block = webhook_harness.connection(url=rcv.url)
-    with block.connector() as conn:
-        result = conn.check()
-        with pytest.raises(PermanentDeliveryError) as info:
-            conn.deliver(make_package(tmp_path, "INV-220"))
+    conn = block.connector()
+    with pytest.raises(PermanentDeliveryError, match="TLS certificate .* not accepted: self-signed"):
+        conn.open()  # the sync flow opens the connection first: nothing is sent, no document touched
+    result = conn.check()
+    with pytest.raises(PermanentDeliveryError) as info:
+        conn.deliver(make_package(tmp_path, "INV-220"))
+    conn.close()
     assert not result.ok and "certificate" in result.message
     text = str(info.value)
     assert "TLS certificate" in text and "self-signed" in text and "INV-220" in text and conn.label in text
