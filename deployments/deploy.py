@@ -9,12 +9,16 @@ tags "client:<client>" and "connector:<block type>", and an interval or cron
 schedule with a slug. The schedule in the client file is the initial one:
 once a deployment exists, its schedules and its paused state belong to the
 Prefect UI, and a redeploy keeps whatever an ops user set there.
+
+Next to them: `docroute-status/integration-status` (every 15 minutes, same rule for UI
+changes) and `docroute-parked/parked-documents` (on demand, with parameters).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from datetime import timedelta
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate
@@ -24,6 +28,10 @@ from prefect.deployments.runner import RunnerDeployment
 from deployments.config import Config, Integration, load_config
 
 FLOW_NAME = "docroute-sync"
+# Next to the sync deployments: the status report on a schedule, and the parked-documents flow on demand.
+STATUS_FLOW, STATUS_DEPLOYMENT, STATUS_INTERVAL = "docroute-status", "integration-status", timedelta(minutes=15)
+PARKED_FLOW, PARKED_DEPLOYMENT = "docroute-parked", "parked-documents"
+BACKFILL_FLOW, BACKFILL_DEPLOYMENT = "docroute-backfill", "backfill"
 
 
 def deployment_name(integ: Integration) -> str:
@@ -45,12 +53,12 @@ def _initial_schedules(integ: Integration) -> list[DeploymentScheduleCreate]:
     return [DeploymentScheduleCreate(schedule=schedule, active=True, slug=schedule_slug(integ))]
 
 
-async def _existing(names: list[str]) -> dict[str, object]:
+async def _existing(names: list[str], flow_name: str = FLOW_NAME) -> dict[str, object]:
     found = {}
     async with get_client() as client:
         for name in names:
             try:
-                found[name] = await client.read_deployment_by_name(f"{FLOW_NAME}/{name}")
+                found[name] = await client.read_deployment_by_name(f"{flow_name}/{name}")
             except Exception:  # noqa: BLE001 - ObjectNotFound: a new deployment
                 continue
     return found
@@ -82,7 +90,39 @@ def build_deployments(config: Config) -> list[RunnerDeployment]:
             ]
             deployment.paused = current.paused
         out.append(deployment)
-    return out
+    return out + service_deployments()
+
+
+def service_deployments() -> list[RunnerDeployment]:
+    """`docroute-status/integration-status` every 15 minutes (a schedule or pause set in the UI is kept,
+    as for the sync deployments) and `docroute-parked/parked-documents`, run on demand with parameters."""
+    from flows.parked import parked_documents
+    from flows.status import integration_status
+
+    status = integration_status.to_deployment(
+        name=STATUS_DEPLOYMENT, tags=["docroute"], concurrency_limit=1,
+        description="Status of every integration: active or paused, last sync, delivered, pending, failed, parked",
+    )
+    current = asyncio.run(_existing([STATUS_DEPLOYMENT], STATUS_FLOW)).get(STATUS_DEPLOYMENT)
+    if current is None:
+        status.schedules = [
+            DeploymentScheduleCreate(schedule=IntervalSchedule(interval=STATUS_INTERVAL), active=True, slug=f"{STATUS_DEPLOYMENT}-schedule")
+        ]
+    else:
+        status.schedules = [DeploymentScheduleCreate(schedule=s.schedule, active=s.active, slug=s.slug) for s in current.schedules]
+        status.paused = current.paused
+    parked = parked_documents.to_deployment(
+        name=PARKED_DEPLOYMENT, tags=["docroute"],
+        description="Retry or discard an integration's parked (needs-attention) documents; run with parameters",
+    )
+    from flows.backfill import backfill
+
+    # on demand only (no schedule): `prefect deployment run 'docroute-backfill/backfill' --param integration=...`
+    backfill_deployment = backfill.to_deployment(
+        name=BACKFILL_DEPLOYMENT, tags=["docroute"],
+        description="Backfill a date range for one integration (client/name) or all of a client's, in chunks; resumable",
+    )
+    return [status, parked, backfill_deployment]
 
 
 def apply_deployments(config: Config) -> list[str]:
@@ -90,7 +130,7 @@ def apply_deployments(config: Config) -> list[str]:
     names = []
     for deployment in build_deployments(config):
         deployment.apply()
-        names.append(f"{FLOW_NAME}/{deployment.name}")
+        names.append(f"{deployment.flow_name}/{deployment.name}")
     return names
 
 

@@ -75,6 +75,128 @@ def _check(args) -> int:
     return 0 if state.is_completed() else 1
 
 
+def _notify_setup(args) -> int:
+    from flows.notify import setup_automations
+
+    try:
+        done = setup_automations(args.block)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    for name, what, automation_id in done:
+        print(f"{what}: automation {name!r} ({automation_id}) -> {args.block}")
+    return 0
+
+
+def _reconcile(args) -> int:
+    from flows.reconcile import reconcile
+
+    state = reconcile(integration=args.integration, prefix=args.prefix, hashes=args.hashes, use_source=not args.no_source, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, dict) and not result.get("listable", True):
+        print(f"{state.name}: {result['message']}")
+    else:
+        print(f"{state.name}: {state.message or ''}")
+    return 0 if state.is_completed() else 1
+
+
+def _status(args) -> int:
+    from flows.status import integration_status
+
+    state = integration_status(client=args.client, csv=args.csv, excel=args.excel, tz=args.tz, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if not isinstance(rows, list):
+        print(f"{state.name}: {state.message}", file=sys.stderr)
+        return 1
+    print(_status_table(rows, args.tz))
+    for row in rows:
+        if row["last error"]:
+            print(f"{row['integration']}: {row['needs attention']} need attention, {row['failed']} failed; last error: {row['last error']}")
+    for path in (args.csv, args.excel):
+        if path:
+            print(f"wrote {path}")
+    return 0
+
+
+def _status_table(rows: list[dict], tz: str) -> str:
+    """Text left-aligned, numbers right-aligned, times in `tz` to the minute."""
+    from zoneinfo import ZoneInfo
+
+    if not rows:
+        return "no integrations"
+    cols = [("integration", "integration"), ("state", "state"), ("schedule", "schedule"), ("last successful sync", "last sync"),
+            ("delivered today", "today"), ("delivered this week", "week"), ("pending", "pending"), ("failed", "failed"),
+            ("needs attention", "parked"), ("discarded", "discarded"), ("cursor", "cursor")]
+    zone = ZoneInfo(tz)
+
+    def cell(v) -> str:
+        return "-" if v is None else v.astimezone(zone).strftime("%Y-%m-%d %H:%M") if isinstance(v, datetime) else str(v)
+
+    table = [[title for _, title in cols]] + [[cell(r[c]) for c, _ in cols] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
+    numeric = [isinstance(rows[0][c], int) for c, _ in cols]
+    return "\n".join(
+        "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(line, widths, numeric)).rstrip() for line in table
+    )
+
+
+def _parked(args) -> int:
+    import getpass
+
+    if args.action == "list":
+        from deployments.config import load_config
+        from flows.parked import current_rows
+        from tasks import ledger as L
+
+        load_config(only=args.integration, check_blocks=False).get(args.integration)  # names a misspelt integration
+        ledger = L.Ledger.from_settings()
+        try:
+            rows = current_rows(ledger, args.integration, args.document or None, (L.NEEDS_ATTENTION, L.DISCARDED))
+        finally:
+            ledger.dispose()
+        if not rows:
+            print(f"{args.integration}: no parked or discarded documents")
+        for r in rows.values():
+            print(f"{r['doc_id']:30} {r['status']:16} attempts {r['attempts']:<3} {r['updated_at']:%Y-%m-%d %H:%M} {r['last_error'] or ''}")
+        return 0
+    from flows.parked import parked_documents
+
+    if bool(args.document) == bool(args.all):
+        print("name documents with --document ID (repeatable) or use --all", file=sys.stderr)
+        return 2
+    state = parked_documents(
+        integration=args.integration, action=args.action, document_ids=args.document or None, all_parked=args.all,
+        reason=args.reason or "", by=args.by or getpass.getuser(), return_state=True,
+    )
+    report = state.result(raise_on_failure=False)
+    if isinstance(report, list):
+        for line in report:
+            print(f"{line['document']:30} {line['before']} -> {line['after']} {line['error']}".rstrip())
+    print(f"{state.name}: {state.message or ''}")
+    return 0 if state.is_completed() else 1
+
+
+def _backfill(args) -> int:
+    from flows.backfill import backfill
+
+    state = backfill(
+        integration=args.target,
+        since=args.since,
+        until=args.until,
+        document_types=args.type or None,
+        chunk=args.chunk,
+        force=args.force,
+        dry_run=args.dry_run,
+        return_state=True,
+    )
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, dict):
+        for c in result["chunks"]:
+            print(f"{c['integration']} {c['start']} .. {c['end']}: {c['status']}: {c['summary']}")
+    print(f"{state.name}: {state.message or ''}")
+    return 0 if state.is_completed() else 1
+
+
 def _sync(args) -> int:
     from flows.sync import sync
 
@@ -121,6 +243,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="map and report only")
     p.add_argument("--document", action="append", help="only this document id (repeatable)")
     p.set_defaults(func=_sync)
+    p = sub.add_parser("backfill", help="export a date range again in chunks, for one integration or all of a client's; resumable")
+    p.add_argument("target", help="client/integration, or a client for all its enabled integrations")
+    p.add_argument("--since", type=datetime.fromisoformat, help="approval time from, e.g. 2026-10-01 (default: activation)")
+    p.add_argument("--until", type=datetime.fromisoformat, help="approval time up to, inclusive; a date means the whole day (default: now)")
+    p.add_argument("--type", action="append", help="only this document type (repeatable), e.g. credit_note")
+    p.add_argument("--chunk", default="1d", help="one sync run per chunk of this size: 6h, 1d, 7d (default 1d)")
+    p.add_argument("--force", action="store_true", help="deliver again documents already delivered")
+    p.add_argument("--dry-run", action="store_true", help="map and report only")
+    p.set_defaults(func=_backfill)
+    p = sub.add_parser("reconcile", help="compare the ledger's deliveries with what the destination holds; list differences")
+    p.add_argument("integration", help="client/integration")
+    p.add_argument("--prefix", help="folder to list, relative to the connection's folder (default: from the folder template)")
+    p.add_argument("--hashes", action="store_true", help="also compare sha256 where the destination can tell it")
+    p.add_argument("--no-source", action="store_true", help="do not map documents again from the source (presence only)")
+    p.set_defaults(func=_reconcile)
+    p = sub.add_parser("notify", help="notifications of failed runs and parked documents")
+    notify_sub = p.add_subparsers(dest="notify_command", required=True)
+    p = notify_sub.add_parser("setup", help="create or update the Prefect automations that notify through a block")
+    p.add_argument("--block", required=True, help="notification block, type-slug/name, e.g. slack-webhook/ops or custom-webhook/ops")
+    p.set_defaults(func=_notify_setup)
+    p = sub.add_parser("status", help="per integration: active or paused, last sync, delivered today/this week, pending, failed, parked")
+    p.add_argument("--client", help="only this client's integrations")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--csv", metavar="FILE", help="also write the table to a CSV file")
+    out.add_argument("--excel", metavar="FILE", help="also write the table to an Excel file (.xlsx)")
+    p.add_argument("--tz", default="UTC", help="timezone of 'today', 'this week' and the times shown (default UTC)")
+    p.set_defaults(func=_status)
+    p = sub.add_parser("parked", help="list, retry or discard an integration's parked (needs-attention) documents")
+    p.add_argument("action", choices=["list", "retry", "discard"])
+    p.add_argument("integration", help="client/integration")
+    p.add_argument("--document", action="append", help="this document id (repeatable)")
+    p.add_argument("--all", action="store_true", help="every parked document of the integration")
+    p.add_argument("--reason", help="why (recorded in the ledger's audit trail)")
+    p.add_argument("--by", help="who (recorded in the ledger's audit trail; default: your user name)")
+    p.set_defaults(func=_parked)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

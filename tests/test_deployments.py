@@ -56,3 +56,32 @@ def test_redeploy_keeps_the_interval_and_pause_set_in_the_ui(workspace):
     assert len(dep.schedules) == 1
     assert dep.schedules[0].schedule.interval == timedelta(hours=2)
     assert dep.schedules[0].slug == f"{client}-invoices-schedule"
+
+
+def test_status_deployment_every_15_minutes_keeps_a_ui_pause_and_parked_is_on_demand(workspace):
+    from deployments.deploy import PARKED_DEPLOYMENT, PARKED_FLOW, STATUS_DEPLOYMENT, STATUS_FLOW
+
+    workspace.integration("invoices", client=f"p{workspace.tag}")
+    names = apply_deployments(load_config())
+    assert f"{STATUS_FLOW}/{STATUS_DEPLOYMENT}" in names and f"{PARKED_FLOW}/{PARKED_DEPLOYMENT}" in names
+
+    async def read(name):
+        async with get_client() as client:
+            return await client.read_deployment_by_name(name)
+
+    async def pause(deployment_id, paused):
+        async with get_client() as client:
+            await (client.pause_deployment if paused else client.resume_deployment)(deployment_id)
+
+    status = asyncio.run(read(f"{STATUS_FLOW}/{STATUS_DEPLOYMENT}"))
+    assert [s.slug for s in status.schedules] == [f"{STATUS_DEPLOYMENT}-schedule"]
+    assert status.schedules[0].schedule.interval == timedelta(minutes=15)
+    asyncio.run(pause(status.id, True))
+    try:
+        apply_deployments(load_config())
+        again = asyncio.run(read(f"{STATUS_FLOW}/{STATUS_DEPLOYMENT}"))
+        assert again.paused is True and [s.slug for s in again.schedules] == [f"{STATUS_DEPLOYMENT}-schedule"]
+    finally:
+        asyncio.run(pause(status.id, False))
+    parked = asyncio.run(read(f"{PARKED_FLOW}/{PARKED_DEPLOYMENT}"))
+    assert parked.schedules == [] and parked.parameter_openapi_schema["required"] == ["integration", "action"]
