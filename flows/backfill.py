@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from typing import Any
@@ -192,7 +193,7 @@ def backfill(
                 c.run = str(state.state_details.flow_run_id or "")
                 result = state.result(raise_on_failure=False)
                 if state.is_completed():
-                    c.status, c.summary = "done", result.get("summary", "") if isinstance(result, dict) else ""
+                    c.status, c.summary = "done", result.get("summary", "") if isinstance(result, Mapping) else ""
                 else:
                     c.status, c.summary = "failed", state.message or str(result)
                     if not isinstance(result, SyncFailed) or "cannot open connection" in str(result):
