@@ -1,6 +1,6 @@
 """The backfill flow: one integration, or all enabled integrations of a client, over a date range.
 
-The range is cut into chunks (e.g. one day each); every chunk is one `docroute-sync` run (a subflow)
+The range is cut into chunks (a week each by default); every chunk is one `docroute-sync` run (a subflow)
 with since/until, so it is mapped, delivered, recorded and reported exactly like a scheduled run,
 and never moves the cursor. The ledger remembers the chunks done (table `backfill_chunks`): the
 same backfill run again after a crash, a cancel or failed chunks resumes where it stopped, and a
@@ -130,7 +130,7 @@ def backfill(
     since: datetime | None = None,
     until: datetime | None = None,
     document_types: list[str] | None = None,
-    chunk: str = "1d",
+    chunk: str = "7d",
     force: bool = False,
     dry_run: bool = False,
 ) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def backfill(
         since: approval time from (default: each integration's activation time).
         until: approval time up to, inclusive; a date (midnight) means the whole day (default: now).
         document_types: only these document types, e.g. ["credit_note"] (default: the integration's).
-        chunk: size of one chunk (one sync run each): 6h, 1d, 7d...
+        chunk: size of one chunk (one sync run each, which scans the source once): 6h, 1d, 7d (default).
         force: deliver again documents already delivered (a completed backfill run again delivers
             nothing new without it).
         dry_run: map and report only; deliver and record nothing.

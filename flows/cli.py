@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--since", type=datetime.fromisoformat, help="approval time from, e.g. 2026-10-01 (default: activation)")
     p.add_argument("--until", type=datetime.fromisoformat, help="approval time up to, inclusive; a date means the whole day (default: now)")
     p.add_argument("--type", action="append", help="only this document type (repeatable), e.g. credit_note")
-    p.add_argument("--chunk", default="1d", help="one sync run per chunk of this size: 6h, 1d, 7d (default 1d)")
+    p.add_argument("--chunk", default="7d", help="one sync run per chunk of this size: 6h, 1d, 7d (default 7d)")
     p.add_argument("--force", action="store_true", help="deliver again documents already delivered")
     p.add_argument("--dry-run", action="store_true", help="map and report only")
     p.set_defaults(func=_backfill)

@@ -137,7 +137,7 @@ def test_a_failed_chunk_is_done_again_on_resume_and_done_chunks_are_skipped(work
     good = seed_days(workspace, client, [1, 2, 3])
     write_document(workspace.inbox, "BAD-2", client=client, approved_at=utc(2026, 3, 2, 12), pdf=b"")
 
-    state = backfill(integration=key, since=utc(2026, 3, 1), until=utc(2026, 3, 3), return_state=True)
+    state = backfill(integration=key, since=utc(2026, 3, 1), until=utc(2026, 3, 3), chunk="1d", return_state=True)
     assert state.is_failed()
     assert "1 of 3 chunks not done" in state.message and "2026-03-02T00:00:00" in state.message and "BAD-2" in state.message
     with pytest.raises(BackfillFailed):
@@ -148,7 +148,7 @@ def test_a_failed_chunk_is_done_again_on_resume_and_done_chunks_are_skipped(work
 
     # fixed at the source; the same backfill again resumes: only the failed chunk runs
     write_document(workspace.inbox, "BAD-2", client=client, approved_at=utc(2026, 3, 2, 12))
-    resumed = backfill(integration=key, since=utc(2026, 3, 1), until=utc(2026, 3, 3))
+    resumed = backfill(integration=key, since=utc(2026, 3, 1), until=utc(2026, 3, 3), chunk="1d")
     assert [c["status"] for c in resumed["chunks"]] == ["resumed", "done", "resumed"]
     assert resumed["chunks"][1]["summary"] == "1 delivered"
     assert delivered(workspace, client) == sorted(good + ["BAD-2"])
@@ -203,7 +203,7 @@ def test_a_killed_backfill_resumes_where_it_stopped_and_its_progress_moved(works
     assert 2 <= len(done_before) < 6  # killed mid-way
     assert seen[0] == 0.0 and any(0 < v < 100 for v in seen) and seen == sorted(seen)  # the progress artifact moved
 
-    result = backfill(integration=key, since=utc(2026, 3, 1), until=utc(2026, 3, 6))
+    result = backfill(integration=key, since=utc(2026, 3, 1), until=utc(2026, 3, 6), chunk="1d")
     statuses = [c["status"] for c in result["chunks"]]
     assert statuses[: len(done_before)] == ["resumed"] * len(done_before)
     assert statuses[len(done_before):] == ["done"] * (6 - len(done_before))
@@ -227,7 +227,7 @@ def test_client_wide_backfill_covers_its_enabled_integrations_and_the_types_filt
 
     # only credit notes, every enabled integration of the client, through the CLI
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "backfill", client, "--since", "2026-03-01", "--until", "2026-03-02", "--type", "credit_note"],
+        [sys.executable, "-m", "flows.cli", "backfill", client, "--since", "2026-03-01", "--until", "2026-03-02", "--type", "credit_note", "--chunk", "1d"],
         env=workspace.env(), cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
@@ -237,14 +237,14 @@ def test_client_wide_backfill_covers_its_enabled_integrations_and_the_types_filt
     assert files("cn") == sorted(credits) and files("inv") == [] and files("alt") == []
     assert workspace.ledger().cursor(cn) is None and workspace.ledger().cursor(inv) is None
 
-    result = backfill(integration=client, since=utc(2026, 3, 1), until=utc(2026, 3, 2))
+    result = backfill(integration=client, since=utc(2026, 3, 1), until=utc(2026, 3, 2), chunk="1d")
     assert {c["integration"] for c in result["chunks"]} == {inv, cn}
     assert files("inv") == sorted(invoices) and files("cn") == sorted(credits + invoices) and files("alt") == []
 
     # the alternate export, named: runs on demand; a dry run delivers nothing
-    dry = backfill(integration=alt, since=utc(2026, 3, 1), until=utc(2026, 3, 2), dry_run=True)
+    dry = backfill(integration=alt, since=utc(2026, 3, 1), until=utc(2026, 3, 2), chunk="1d", dry_run=True)
     assert [c["summary"] for c in dry["chunks"]] == ["2 would-deliver"] * 2 and files("alt") == []
-    backfill(integration=alt, since=utc(2026, 3, 2), until=utc(2026, 3, 2))
+    backfill(integration=alt, since=utc(2026, 3, 2), until=utc(2026, 3, 2), chunk="1d")
     assert files("alt") == sorted(["I02-0", "C02-0"])
 
 
@@ -255,9 +255,9 @@ def test_unknown_target_and_bad_chunk_fail_before_any_document_is_touched(worksp
     workspace.integration(client=client)
     seed_days(workspace, client, [1])
     with pytest.raises(ConfigError, match=rf"no integration '{client}/nope'; known: .*{client}/invoices"):
-        backfill(integration=f"{client}/nope", since=utc(2026, 3, 1))
+        backfill(integration=f"{client}/nope", since=utc(2026, 3, 1), chunk="1d")
     with pytest.raises(ConfigError, match="client 'no-such-client' has no enabled integrations"):
-        backfill(integration="no-such-client", since=utc(2026, 3, 1))
+        backfill(integration="no-such-client", since=utc(2026, 3, 1), chunk="1d")
     with pytest.raises(ValueError, match="chunk '10s' is too small"):
         backfill(integration=client, since=utc(2026, 3, 1), chunk="10s")
     assert delivered(workspace, client) == []
@@ -283,7 +283,7 @@ def test_prefect_deployment_run_with_params_runs_the_backfill_deployment_and_a_u
     with served(workspace, key, "backfill") as proc:
         out = subprocess.run(
             ["prefect", "deployment", "run", "docroute-backfill/backfill", "--param", f"integration={key}",
-             "--param", "since=2026-03-01", "--param", "until=2026-03-02"],
+             "--param", "since=2026-03-01", "--param", "until=2026-03-02", "--param", "chunk=1d"],
             env=workspace.env(), cwd=ROOT, capture_output=True, text=True, timeout=120,
         )
         assert out.returncode == 0, out.stdout + out.stderr
