@@ -494,7 +494,12 @@ def main() -> None:
         ],
         ("part", "CPU-s"),
     )
-    print("  heartbeats: off (PREFECT_FLOWS_HEARTBEAT_FREQUENCY unset); each one would be one event to the server")
+    from prefect.settings import get_current_settings
+
+    beat = get_current_settings().flows.heartbeat_frequency
+    print(f"  heartbeats: every {beat} s (PREFECT_FLOWS_HEARTBEAT_FREQUENCY), one event to the server at a run's start and"
+          " then per interval; the run does not wait for the heartbeat thread at its end (flows/engine.py)" if beat else
+          "  heartbeats: off (PREFECT_FLOWS_HEARTBEAT_FREQUENCY unset)")
     if "profile_groups_s" in b:
         print_table("cProfile of one in-process idle run: main thread's own wall time by package "
                     "(waits = blocked on Prefect API calls made from its event-loop thread)",
