@@ -234,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         print("Running one sync per integration ...")
         states = asyncio.run(_run_all(names))
         report(states, api.removesuffix("/api"), data)
+        from flows.cli import main as docroute
+
+        print("\n=== docroute status (the docroute-status flow; Artifacts page, key integration-status) ===")
+        docroute(["status"])
         print(f"  Webhook receiver: {webhook.url} -> {data / 'out' / 'webhook-received'}")
         print(f"  On-demand exports (deployed, not scheduled; blocks point at example endpoints): {', '.join(on_demand)}")
         if not args.once:
