@@ -217,7 +217,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="docroute",
         description="docroute: export approved documents to each client's destinations with Prefect. "
-        "Configs live in deployments/clients/*.yaml (DOCROUTE_CONFIG_DIR).",
+        "Configs live in deployments/clients/*.yaml (DOCROUTE_CONFIG_DIR). Commands that run a flow "
+        "(check, sync, backfill, reconcile, status, parked) run it in this process against the Prefect "
+        "server in PREFECT_API_URL, so it appears in the UI like a scheduled run.",
+        epilog="""examples:
+  docroute validate                                     check the configs before deploying
+  docroute preview acme/invoices-to-erp ACME-INV-1001   paths and fields one document would get
+  docroute deploy --serve                               one deployment per integration, then run their schedules
+  docroute sync acme/invoices-to-erp --document ACME-INV-1001 --force
+  docroute backfill acme/invoices-to-erp --since 2026-10-01 --until 2026-10-31
+  docroute status --excel status.xlsx
+  docroute parked retry acme/invoices-to-erp --document ACME-INV-2001 --reason "vendor added"
+  docroute reconcile acme/invoices-to-erp
+Each command has its own --help; docs/operations.md has the details.""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check every client file: fields, placeholders, lookups, blocks, overlaps")
