@@ -152,7 +152,10 @@ class Ledger:
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.url.get_backend_name() == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        # Runs starting together on a new ledger would race to create the tables ("table documents
+        # already exists"): one at a time, under the same kind of lock a run takes.
+        with self.lock("docroute-ledger-schema", timeout=120):
+            metadata.create_all(self.engine)
 
     def __repr__(self) -> str:  # never show a password
         return f"Ledger({self.url.render_as_string(hide_password=True)})"

@@ -389,3 +389,46 @@ def test_the_lock_dies_with_the_process_that_held_it(ledger, key):
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+def _open_ledger(url: str, barrier, results) -> None:
+    barrier.wait()  # every process creates the schema at the same moment
+    try:
+        Ledger(url).dispose()
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {exc}"[:300])
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_runs_starting_together_on_a_new_ledger_all_get_its_tables(backend, tmp_path):
+    """Served runs of several integrations start at once on a fresh ledger: none may fail creating it."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for attempt in range(5):
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / f'ledger-{attempt}.db'}"
+            drop = None
+        else:
+            name = f"race_{uuid.uuid4().hex[:10]}"
+            admin = psycopg2.connect(**PG)
+            admin.autocommit = True
+            admin.cursor().execute(f"CREATE DATABASE {name}")
+            url, drop = f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}", name
+        try:
+            barrier, results = ctx.Barrier(4), ctx.Queue()
+            procs = [ctx.Process(target=_open_ledger, args=(url, barrier, results)) for _ in range(4)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join(60)
+            outcomes = [results.get(timeout=10) for _ in procs]
+            assert outcomes == ["ok"] * 4, outcomes
+            ledger = Ledger(url)
+            assert ledger.rows("any") == [] and ledger.cursor("any") is None  # the tables are there
+            ledger.dispose()
+        finally:
+            if drop:
+                admin.cursor().execute(f"DROP DATABASE IF EXISTS {drop} WITH (FORCE)")
+                admin.close()
