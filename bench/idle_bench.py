@@ -86,25 +86,6 @@ class RssSampler(threading.Thread):
             time.sleep(0.1)
 
 
-async def _wait_deployments(names: list[str], timeout: float = 180) -> dict:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout
-    found: dict = {}
-    async with get_client() as client:
-        while len(found) < len(names):
-            for name in names:
-                if name not in found:
-                    try:
-                        found[name] = await client.read_deployment_by_name(name)
-                    except Exception:  # noqa: BLE001 - not served yet
-                        pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"deployments not served in time: {sorted(set(names) - set(found))}")
-            await asyncio.sleep(0.5)
-    return found
-
-
 async def _trigger_round(names: list[str], timeout: float = 600) -> list:
     """One Scheduled run per deployment, due now; returns them once all are final."""
     from prefect.client.orchestration import get_client
@@ -166,7 +147,9 @@ def _mean(values: list[float]) -> float:
 
 def measure_served(args, names: list[str], serving_pid: int, server_pid: int | None) -> dict:
     """Runs the idle rounds against the serving process; returns the per-run figures."""
-    deployments = asyncio.run(_wait_deployments(names))
+    from flows.demo import _wait_for_deployments
+
+    deployments = asyncio.run(_wait_for_deployments(names, timeout=180))
     ids = [d.id for d in deployments.values()]
     res: dict = {}
     if args.schedule:
