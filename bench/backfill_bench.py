@@ -34,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, machine, print_table, use_prefect_server, verdict, write_result  # noqa: E402
+from benchlib import docroute_env, REPO, machine, print_table, use_prefect_server, verdict, write_result  # noqa: E402
 
 TARGET_WALL_S = 60.0
 TARGET_RSS_MB = 500.0
@@ -154,16 +154,7 @@ def main() -> None:
     sshd = start_sshd(work / "sshd")
     server = use_prefect_server(work)
     print(f"Prefect server: {server.api} ({'started here' if server.proc else 'existing'}); sshd on port {sshd.port}", flush=True)
-    env = {
-        **os.environ,
-        "DOCROUTE_CONFIG_DIR": str(work / "cfg"),
-        "DOCROUTE_LEDGER_URL": f"sqlite:///{work}/ledger.db",
-        "DOCROUTE_HOME": str(work / "home"),
-        "PREFECT_API_URL": server.api,
-    }
-    env.pop("DOCROUTE_LEDGER_BLOCK", None)
-    os.environ.update(env)
-    os.environ.pop("DOCROUTE_LEDGER_BLOCK", None)
+    env = docroute_env(work, server.api)
     scenarios = [("main", args.docs, args.size)]
     if args.count and args.docs >= 10:
         scenarios.append(("count", args.docs // 10, args.size))

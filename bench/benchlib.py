@@ -158,3 +158,19 @@ def write_result(name: str, result: dict) -> Path:
 
 def machine() -> dict:
     return {"cores": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2), "python": sys.version.split()[0]}
+
+
+def docroute_env(work: Path, api: str) -> dict[str, str]:
+    """Point this process (and the subprocesses it starts) at a config folder, a SQLite ledger and
+    a home under `work`, and at the Prefect server `api`; returns the environment."""
+    env = {
+        **os.environ,
+        "DOCROUTE_CONFIG_DIR": str(work / "cfg"),
+        "DOCROUTE_LEDGER_URL": f"sqlite:///{work}/ledger.db",
+        "DOCROUTE_HOME": str(work / "home"),
+        "PREFECT_API_URL": api,
+    }
+    env.pop("DOCROUTE_LEDGER_BLOCK", None)
+    os.environ.update(env)
+    os.environ.pop("DOCROUTE_LEDGER_BLOCK", None)
+    return env

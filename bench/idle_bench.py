@@ -43,7 +43,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import REPO, machine, print_table, tree_cpu, tree_rss_mb, use_prefect_server, verdict, write_result  # noqa: E402
+from benchlib import docroute_env, REPO, machine, print_table, tree_cpu, tree_rss_mb, use_prefect_server, verdict, write_result  # noqa: E402
 
 
 def write_config(cfg: Path, client: str, n: int, inbox_block: str, out_block: str, schedule: int | None, lookup_rows: int) -> list[str]:
@@ -363,16 +363,7 @@ def main() -> None:
     print(f"Prefect server: {server.api} ({'started here' if server.proc else 'existing'}; server pid {server.pid})", flush=True)
     tag = secrets.token_hex(3)
     client = f"idlebench{tag}"
-    env = {
-        **os.environ,
-        "DOCROUTE_CONFIG_DIR": str(work / "cfg"),
-        "DOCROUTE_LEDGER_URL": f"sqlite:///{work}/ledger.db",
-        "DOCROUTE_HOME": str(work / "home"),
-        "PREFECT_API_URL": server.api,
-    }
-    env.pop("DOCROUTE_LEDGER_BLOCK", None)
-    os.environ.update(env)
-    os.environ.pop("DOCROUTE_LEDGER_BLOCK", None)
+    env = docroute_env(work, server.api)
     serving = None
     result: dict = {"args": vars(args), "machine": machine(), "server": "started here (SQLite)" if server.proc else server.api}
     try:
