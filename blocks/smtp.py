@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import smtplib
 import ssl
 from typing import ClassVar, Literal
 
@@ -88,6 +89,24 @@ class SmtpConnection(ConnectionBlock):
             ctx.verify_mode = ssl.CERT_NONE
             return ctx
         return ssl.create_default_context(cafile=self.ca_bundle)
+
+    def connect(self) -> smtplib.SMTP:
+        """A connected, logged-in client with this connection's security (closed again on failure)."""
+        if self.security == "ssl":
+            smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.tls_context())
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
+            if self.security == "starttls":
+                smtp.ehlo()
+                smtp.starttls(context=self.tls_context())
+                smtp.ehlo()
+            if self.username:
+                smtp.login(self.username, self.password.get_secret_value() if self.password else "")
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
     def secret_values(self) -> list[str]:
         return [self.password.get_secret_value()] if self.password and self.password.get_secret_value() else []

@@ -264,7 +264,8 @@ def send_failure_email(flow_run: Any, state: Any) -> list[str]:
     if any(s in text for s in secrets):  # belt and braces: a secret never leaves in an e-mail
         raise ValueError(f"{integration}: failure e-mail not sent: it would contain a secret of {smtp_ref}")
     try:
-        _smtp_send(block, msg)
+        with block.connect() as smtp:
+            smtp.send_message(msg)
     except (smtplib.SMTPException, OSError) as exc:
         detail = str(exc)
         for s in secrets:
@@ -272,18 +273,3 @@ def send_failure_email(flow_run: Any, state: Any) -> list[str]:
         raise RuntimeError(f"{block.label()}: {type(exc).__name__}: {detail[:300]}") from None
     return recipients
 
-
-def _smtp_send(block: Any, msg: EmailMessage) -> None:
-    """One message through an SmtpConnection block's server, with its security and credentials."""
-    if block.security == "ssl":
-        smtp = smtplib.SMTP_SSL(block.host, block.port, timeout=block.timeout, context=block.tls_context())
-    else:
-        smtp = smtplib.SMTP(block.host, block.port, timeout=block.timeout)
-    with smtp:
-        if block.security == "starttls":
-            smtp.ehlo()
-            smtp.starttls(context=block.tls_context())
-            smtp.ehlo()
-        if block.username:
-            smtp.login(block.username, block.password.get_secret_value() if block.password else "")
-        smtp.send_message(msg)

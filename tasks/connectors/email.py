@@ -134,26 +134,10 @@ class EmailConnector(Connector):
         return text
 
     def _connect(self) -> smtplib.SMTP:
-        block = self.connection
-        smtp: smtplib.SMTP | None = None
         try:
-            if block.security == "ssl":
-                smtp = smtplib.SMTP_SSL(block.host, block.port, timeout=block.timeout, context=block.tls_context())
-            else:
-                smtp = smtplib.SMTP(block.host, block.port, timeout=block.timeout)
-                if block.security == "starttls":
-                    smtp.ehlo()
-                    smtp.starttls(context=block.tls_context())
-                    smtp.ehlo()
-            if block.username:
-                smtp.login(block.username, block.password.get_secret_value() if block.password else "")
-            return smtp
-        except BaseException as exc:
-            if smtp is not None:
-                smtp.close()
-            if isinstance(exc, Exception):
-                raise self._connect_error(exc) from None
-            raise
+            return self.connection.connect()
+        except Exception as exc:  # noqa: BLE001 - classified
+            raise self._connect_error(exc) from None
 
     def _connect_error(self, exc: Exception) -> DeliveryError:
         block, label = self.connection, self.label
