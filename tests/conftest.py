@@ -112,3 +112,12 @@ def workspace(tmp_path, prefect_server, monkeypatch) -> Workspace:
 
 def utc(*args) -> datetime:
     return datetime(*args, tzinfo=timezone.utc)
+
+
+def confirmations(ws, key):
+    """doc_id -> number of times the ledger recorded a confirmed delivery."""
+    out: dict[str, int] = {}
+    for e in ws.ledger().events_of(key):
+        if e["event"] in ("delivered", "already-present"):
+            out[e["doc_id"]] = out.get(e["doc_id"], 0) + 1
+    return out

@@ -18,7 +18,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 from flows.backfill import BackfillFailed, backfill, backfill_id, chunks_of, window
 from tasks.ledger import DELIVERED
 from tasks.sources.seed import write_document
-from tests.conftest import utc
+from tests.conftest import confirmations, utc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,14 +38,6 @@ def seed_days(ws, client, days, per_day=2, doc_type="invoice", prefix="D", **kw)
 def delivered(ws, client, doc_type="invoice"):
     folder = ws.out / client / doc_type
     return sorted(p.stem for p in folder.glob("*.pdf")) if folder.exists() else []
-
-
-def confirmations(ws, key):
-    out: dict[str, int] = {}
-    for e in ws.ledger().events_of(key):
-        if e["event"] in ("delivered", "already-present"):
-            out[e["doc_id"]] = out.get(e["doc_id"], 0) + 1
-    return out
 
 
 def artifacts(flow_run_id, key):

@@ -16,7 +16,7 @@ from prefect.client.orchestration import get_client
 from flows.sync import SEND_CHUNK, SyncFailed, sync
 from tasks.ledger import DELIVERED, FAILED, NEEDS_ATTENTION
 from tasks.sources.seed import invoice_metadata, write_document
-from tests.conftest import utc
+from tests.conftest import confirmations, utc
 
 NOW = lambda: datetime.now(timezone.utc)  # noqa: E731
 
@@ -77,15 +77,6 @@ def start_sync_process(ws, key):
         text=True,
         cwd=os.path.dirname(os.path.dirname(__file__)),
     )
-
-
-def confirmations(ws, key):
-    """doc_id -> number of times the ledger recorded a confirmed delivery."""
-    out: dict[str, int] = {}
-    for e in ws.ledger().events_of(key):
-        if e["event"] in ("delivered", "already-present"):
-            out[e["doc_id"]] = out.get(e["doc_id"], 0) + 1
-    return out
 
 
 def test_nothing_lost_nothing_twice_when_the_sync_process_is_killed_mid_run(workspace):

@@ -10,6 +10,7 @@ from pathlib import Path
 from flows.reconcile import reconcile
 from tasks.ledger import DELIVERED
 from tasks.sources.seed import write_document
+from tests.conftest import confirmations
 
 
 def seed_docs(ws, n: int, prefix: str = "F", pdf_size: int | None = None) -> list[str]:
@@ -19,15 +20,6 @@ def seed_docs(ws, n: int, prefix: str = "F", pdf_size: int | None = None) -> lis
     for doc_id in ids:
         write_document(ws.inbox, doc_id, client="acme", approved_at=when, metadata={"number": doc_id, "supplier": "Globex"}, pdf_size=pdf_size)
     return ids
-
-
-def confirmations(ws, key: str) -> dict[str, int]:
-    """doc_id -> how many times the ledger recorded a confirmed delivery."""
-    out: dict[str, int] = {}
-    for e in ws.ledger().events_of(key):
-        if e["event"] in ("delivered", "already-present"):
-            out[e["doc_id"]] = out.get(e["doc_id"], 0) + 1
-    return out
 
 
 def assert_exactly_once_in_folder(ws, key: str, folder: Path, ids: list[str], sidecar: bool = False) -> None:
