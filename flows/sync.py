@@ -24,7 +24,7 @@ from prefect.runtime import flow_run
 from deployments.config import Config, Integration, load_config
 from flows.notify import emit_parked, notify_failure
 from tasks import ledger as L
-from tasks.connectors.base import Ability, Connector, DeliveryError, Mode
+from tasks.connectors.base import Ability, Connector, DeliveryError, Mode, TransientDeliveryError
 from tasks.mapping import Lookups, MappingError, map_document
 from tasks.settings import get_settings
 from tasks.sources.inbox import Candidate, SourceProblem
@@ -83,6 +83,7 @@ class RunContext:
         self.work: list[WorkItem] = []
         self.outcomes: list[Outcome] = []
         self.last_send = 0.0
+        self.senders = 1  # threads sending a chunk (Ability.PARALLEL)
 
 
 class SyncResult(Mapping):
@@ -242,8 +243,9 @@ def deliver_batch(ctx: RunContext, start: int, stop: int) -> int:
     connector = ctx.connector
     workers = connector.parallelism if connector is not None and Ability.PARALLEL in connector.abilities else 1
     pool = ThreadPoolExecutor(workers, thread_name_prefix="docroute-send") if workers > 1 else None
+    ctx.senders = workers
     chunk: list[Send] = []
-    inflight: tuple[list[Send], list[Future]] | None = None
+    inflight: list[Batch] | None = None  # the chunk being sent
     try:
         for item in ctx.work[start:stop]:
             prepared = prepare(ctx, item)
@@ -256,21 +258,21 @@ def deliver_batch(ctx: RunContext, start: int, stop: int) -> int:
                     ctx.outcomes.extend(send_chunk(ctx, chunk))
                 else:
                     if inflight is not None:
-                        ctx.outcomes.extend(_finish_chunk(ctx, *inflight))
+                        ctx.outcomes.extend(_finish_chunk(ctx, inflight))
                         inflight = None
-                    inflight = (chunk, _start_chunk(ctx, chunk, pool))
+                    inflight = _start_chunk(ctx, chunk, pool)
                 chunk = []
         if inflight is not None:
-            ctx.outcomes.extend(_finish_chunk(ctx, *inflight))
+            ctx.outcomes.extend(_finish_chunk(ctx, inflight))
             inflight = None
         if chunk:
             ctx.outcomes.extend(send_chunk(ctx, chunk, pool))
     except BaseException:
         if inflight is not None:  # record what was sent; documents not yet started stay for the next run
-            for future in inflight[1]:
+            for _, future in inflight:
                 future.cancel()
             try:
-                ctx.outcomes.extend(_finish_chunk(ctx, *inflight, abandoned=True))
+                ctx.outcomes.extend(_finish_chunk(ctx, inflight, abandoned=True))
             except Exception:  # noqa: BLE001 - the first error matters; the next run's lookup finds the rest
                 pass
         raise
@@ -363,30 +365,77 @@ def _settled(row: dict, item: WorkItem) -> bool:
 
 def send_chunk(ctx: RunContext, sends: list[Send], pool: ThreadPoolExecutor | None = None) -> list[Outcome]:
     """Record the attempts, send each document (in parallel with a pool), then record the confirmed results."""
-    return _finish_chunk(ctx, sends, _start_chunk(ctx, sends, pool))
+    return _finish_chunk(ctx, _start_chunk(ctx, sends, pool))
 
 
-def _start_chunk(ctx: RunContext, sends: list[Send], pool: ThreadPoolExecutor | None) -> list[Future]:
-    """Record the chunk's attempts, then send its documents: here, or by the pool's threads."""
+Batch = tuple[list[Send], Future]  # documents sent together, and the future of their results
+
+
+def _start_chunk(ctx: RunContext, sends: list[Send], pool: ThreadPoolExecutor | None) -> list[Batch]:
+    """Record the chunk's attempts, then send its documents: here, or by the pool's threads.
+
+    With Ability.PIPELINE the chunk is cut into one group per sender, each sent with
+    `deliver_many` (one exchange per group instead of one per document)."""
     ctx.ledger.begin_attempts(ctx.integ.key, [(s.doc.id, s.doc.version, s.info) for s in sends], ctx.run_id)
+    connector = ctx.connector
+    assert connector is not None
+    if Ability.PIPELINE in connector.abilities and not ctx.integ.throttle_per_second:
+        senders = ctx.senders if pool is not None else 1
+        size = -(-len(sends) // senders)
+        groups = [sends[i : i + size] for i in range(0, len(sends), size)]
+        work = _deliver_group
+    else:
+        groups = [[s] for s in sends]
+        work = lambda ctx, group: [_deliver_one(ctx, group[0])]  # noqa: E731
     if pool is None:
-        done = []
-        for s in sends:
+        batches = []
+        for group in groups:
             future: Future = Future()
-            future.set_result(_deliver_one(ctx, s))
-            done.append(future)
-        return done
+            future.set_result(work(ctx, group))
+            batches.append((group, future))
+        return batches
     # Each thread runs in a copy of this context: the run logger and Prefect's settings go along.
-    return [pool.submit(contextvars.copy_context().run, _deliver_one, ctx, s) for s in sends]
+    return [(group, pool.submit(contextvars.copy_context().run, work, ctx, group)) for group in groups]
 
 
-def _deliver_one(ctx: RunContext, s: Send) -> L.Result:
-    """Send one document (or find its earlier delivery); every error becomes its result, never raised."""
+def _deliver_group(ctx: RunContext, group: list[Send]) -> list[L.Result]:
+    """Send a group with one `deliver_many`; documents an earlier attempt may have touched go one by
+    one first (lookup, partial files), and transient failures are retried one by one with backoff."""
+    connector = ctx.connector
+    assert connector is not None
+    results: dict[int, L.Result] = {}
+    plain: list[int] = []
+    for i, s in enumerate(group):
+        if s.prior and (s.prior["sending_since"] or s.prior["status"] == L.FAILED):
+            results[i] = _deliver_one(ctx, s)
+        else:
+            plain.append(i)
+    try:
+        sent = connector.deliver_many([group[i].package for i in plain]) if plain else []
+    except Exception as exc:  # noqa: BLE001 - a connector bug must not lose the group: each document's error is kept
+        sent = [TransientDeliveryError(f"document {group[i].doc.id}: unexpected {type(exc).__name__}: {exc}") for i in plain]
+    for i, outcome in zip(plain, sent):
+        s = group[i]
+        if isinstance(outcome, DeliveryError) and not outcome.permanent and ctx.integ.retries:
+            results[i] = _deliver_one(ctx, s, outcome)
+        elif isinstance(outcome, DeliveryError):
+            results[i] = L.Result(s.doc.id, s.doc.version, error=str(outcome), permanent=outcome.permanent)
+        else:
+            results[i] = L.Result(s.doc.id, s.doc.version, remote_ref=outcome.remote_ref, already_present=outcome.already_present)
+    return [results[i] for i in range(len(group))]
+
+
+def _deliver_one(ctx: RunContext, s: Send, failed: DeliveryError | None = None) -> L.Result:
+    """Send one document (or find its earlier delivery); every error becomes its result, never raised.
+
+    `failed`: its first attempt (in a group) already failed with this transient error: retry it."""
     connector = ctx.connector
     assert connector is not None
     try:
         delivery = None
-        if s.prior and s.prior["sending_since"]:  # an earlier run started sending this, then died
+        if failed is not None:
+            pass
+        elif s.prior and s.prior["sending_since"]:  # an earlier run started sending this, then died
             if Ability.IDEMPOTENCY_LOOKUP in connector.abilities:
                 delivery = connector.lookup(s.package)
             if delivery is None and Ability.REMOVE_PARTIAL in connector.abilities:
@@ -394,7 +443,7 @@ def _deliver_one(ctx: RunContext, s: Send) -> L.Result:
         elif s.prior and s.prior["status"] == L.FAILED and Ability.REMOVE_PARTIAL in connector.abilities:
             _remove_partial(ctx, s.package)  # what an earlier run's failed attempt may have left
         if delivery is None:
-            delivery = _send(ctx, s.package)
+            delivery = _send(ctx, s.package, failed)
         return L.Result(s.doc.id, s.doc.version, remote_ref=delivery.remote_ref, already_present=delivery.already_present)
     except DeliveryError as exc:
         return L.Result(s.doc.id, s.doc.version, error=str(exc), permanent=exc.permanent)
@@ -403,15 +452,19 @@ def _deliver_one(ctx: RunContext, s: Send) -> L.Result:
         return L.Result(s.doc.id, s.doc.version, error=error)
 
 
-def _finish_chunk(ctx: RunContext, sends: list[Send], pending: list[Future], abandoned: bool = False) -> list[Outcome]:
+def _finish_chunk(ctx: RunContext, batches: list[Batch], abandoned: bool = False) -> list[Outcome]:
     """Wait for the chunk's documents and record the confirmed results in one transaction.
 
     `abandoned` (the run is failing): documents whose send never started are left as they are
     (attempt begun, nothing sent), for the next run."""
     integ, ledger = ctx.integ, ctx.ledger
-    done = [(s, f) for s, f in zip(sends, pending) if not (abandoned and f.cancelled())]
-    sends = [s for s, _ in done]
-    results: list[L.Result] = [f.result() for _, f in done]
+    sends: list[Send] = []
+    results: list[L.Result] = []
+    for group, future in batches:
+        if abandoned and future.cancelled():
+            continue
+        sends.extend(group)
+        results.extend(future.result())
     statuses = ledger.record(integ.key, results, max_attempts=integ.max_attempts, run=ctx.run_id)
     logger = get_run_logger()
     outcomes = []
@@ -431,31 +484,36 @@ def _with(base: Outcome, status: str, **kw: str) -> Outcome:
     return Outcome(base.doc_id, status, base.number, base.supplier, base.doc_type, **{"remote": "", "error": "", **kw})
 
 
-def _send(ctx: RunContext, package):
-    """Deliver with retries and backoff on transient errors; permanent errors are not retried."""
+def _send(ctx: RunContext, package, failed: DeliveryError | None = None):
+    """Deliver with retries and backoff on transient errors; permanent errors are not retried.
+
+    `failed`: the first attempt was already made (in a group) and failed with this error."""
     integ = ctx.integ
     attempt = 0
     while True:
-        if integ.throttle_per_second:
-            with _THROTTLE:  # take the next free slot; parallel senders share the rate
-                slot = max(time.monotonic(), ctx.last_send + 1.0 / integ.throttle_per_second)
-                ctx.last_send = slot
-            wait = slot - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-        try:
-            return ctx.connector.deliver(package)
-        except DeliveryError as exc:
-            if exc.permanent or attempt >= integ.retries:
-                raise
-            delay = exc.retry_after if exc.retry_after is not None else integ.retry_delay * 2**attempt
-            get_run_logger().info("document %s: transient error, retry %d in %.1fs: %s", package.doc_id, attempt + 1, delay, exc)
-            time.sleep(min(delay, MAX_BACKOFF))
-            attempt += 1
-            # A connection lost mid-upload leaves its temp file (it cannot be removed over a dead
-            # connection) and the retry uses a new temp name: remove it before sending again.
-            if Ability.REMOVE_PARTIAL in ctx.connector.abilities:
-                _remove_partial(ctx, package)
+        if failed is None:
+            if integ.throttle_per_second:
+                with _THROTTLE:  # take the next free slot; parallel senders share the rate
+                    slot = max(time.monotonic(), ctx.last_send + 1.0 / integ.throttle_per_second)
+                    ctx.last_send = slot
+                wait = slot - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+            try:
+                return ctx.connector.deliver(package)
+            except DeliveryError as exc:
+                failed = exc
+        if failed.permanent or attempt >= integ.retries:
+            raise failed
+        delay = failed.retry_after if failed.retry_after is not None else integ.retry_delay * 2**attempt
+        get_run_logger().info("document %s: transient error, retry %d in %.1fs: %s", package.doc_id, attempt + 1, delay, failed)
+        time.sleep(min(delay, MAX_BACKOFF))
+        attempt += 1
+        failed = None
+        # A connection lost mid-upload leaves its temp file (it cannot be removed over a dead
+        # connection) and the retry uses a new temp name: remove it before sending again.
+        if Ability.REMOVE_PARTIAL in ctx.connector.abilities:
+            _remove_partial(ctx, package)
 
 
 def _remove_partial(ctx: RunContext, package) -> None:

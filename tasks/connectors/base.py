@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NamedTuple
 
@@ -33,6 +33,7 @@ class Ability(str, enum.Enum):
     INVENTORY = "inventory"  # can list what the destination holds (reconciliation)
     CERTIFICATION = "certification"  # passes certification mode on to the destination (Pagero-style sendMode)
     PARALLEL = "parallel"  # `deliver` may run in several threads at once, up to `parallelism` (rclone's --transfers)
+    PIPELINE = "pipeline"  # `deliver_many` sends several packages in one exchange (fewer round trips than one by one)
 
 
 class Mode(str, enum.Enum):
@@ -217,6 +218,19 @@ class Connector(ABC):
     def parallelism(self) -> int:
         """Ability.PARALLEL: how many `deliver` calls the sync flow may run at once (thread-safe up to this)."""
         return 1
+
+    def deliver_many(self, packages: Sequence[Package]) -> list[Delivery | DeliveryError]:
+        """Deliver several packages; results in input order, a DeliveryError returned (not raised) per package.
+
+        The default delivers them one by one. A connector with Ability.PIPELINE overrides it to send
+        them in one exchange, with each package's guarantees unchanged (atomic, trigger file last)."""
+        results: list[Delivery | DeliveryError] = []
+        for package in packages:
+            try:
+                results.append(self.deliver(package))
+            except DeliveryError as exc:
+                results.append(exc)
+        return results
 
     def lookup(self, package: Package) -> Delivery | None:
         """Ability.IDEMPOTENCY_LOOKUP: the earlier delivery of this package, if any."""
