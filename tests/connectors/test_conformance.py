@@ -125,3 +125,24 @@ def test_wrong_credentials_are_a_clear_permanent_error_without_the_secret(harnes
         assert connector.label in text
         for secret in harness.secrets:
             assert secret not in text
+
+
+def test_deliver_many_keeps_each_package_s_result_in_order(harness, connector, tmp_path):
+    """Several packages at once (pipelined where the connector can): a bad one fails alone."""
+    packages = [make_package(tmp_path, f"INV-70{i:02d}", pdf_size=20_000) for i in range(5)]
+    packages[1].files[0] = dataclasses.replace(packages[1].main, sha256="0" * 64)  # changed since hashed
+    source = tmp_path / f"src-INV-7003-{packages[3].main.name}"
+    packages[3].files[0] = dataclasses.replace(packages[3].main, opener=lambda: FailingStream(source, 10_000))
+    results = connector.deliver_many(packages)
+    assert len(results) == len(packages)
+    for i in (1, 3):
+        assert isinstance(results[i], DeliveryError) and packages[i].doc_id in str(results[i])
+        assert harness.received(packages[i], packages[i].main) is None
+        assert harness.received(packages[i], packages[i].files[-1]) is None  # its trigger file never went
+    assert isinstance(results[3], TransientDeliveryError)
+    for i in (0, 2, 4):
+        assert results[i].remote_ref and not results[i].already_present
+        for f in packages[i].files:
+            assert harness.received(packages[i], f) == f.open().read(), (i, f.name)
+    for p in packages:
+        assert harness.leftovers(p) == []

@@ -548,3 +548,96 @@ def test_overwrite_sends_no_stat_and_pipelines_each_file(sftp_harness, tmp_path)
     assert f'posix-rename old "{target.parent}/.INV-P1.pdf.' in requests
     assert target.read_bytes() == package.main.open().read()
     assert sftp_harness.leftovers(package) == []
+
+
+# -- pipelined exchanges (deliver_many) -------------------------------------------------------
+def _order(requests: str, pattern: str) -> list[int]:
+    return [m.start() for m in re.finditer(pattern, requests)]
+
+
+def test_deliver_many_sends_a_group_in_three_rounds_with_each_trigger_file_last(sftp_harness, tmp_path):
+    server = sftp_harness.server
+    packages = [make_package(tmp_path, f"INV-G{i}", pdf_size=40_000) for i in range(4)]
+    with sftp_harness.connection(if_exists="overwrite").connector() as connector:
+        connector.deliver(make_package(tmp_path, "INV-G-first"))  # creates the folder
+        mark = len(server.sftp_log())
+        results = connector.deliver_many(packages)
+        assert connector.connects == 1
+    requests = _requests_since(server, mark)
+    opens, writes = _order(requests, r"(?m)^open "), _order(requests, r" write ")
+    closes, renames = _order(requests, r"(?m)^close "), _order(requests, r"(?m)^posix-rename ")
+    n = sum(len(p.files) for p in packages)
+    assert len(opens) == len(closes) == len(renames) == n
+    # round 1 (every open) before round 2 (writes, closes) before round 3 (renames)
+    assert max(opens) < min(writes) and max(closes) < min(renames)
+    # renames go document first: every package's PDF, then every XML, then every JSON trigger file
+    kinds = re.findall(r'posix-rename old "[^"]*" new "[^"]*\.(pdf|xml|json)"', requests)
+    assert kinds == ["pdf"] * 4 + ["xml"] * 4 + ["json"] * 4
+    for p, r in zip(packages, results):
+        assert r.remote_ref.endswith(f"/{p.main.name}")
+        for f in p.files:
+            assert sftp_harness.received(p, f) == f.open().read()
+
+
+def test_one_refused_request_fails_only_its_package_in_an_exchange(sftp_harness, tmp_path):
+    root = sftp_harness.root
+    (root / "locked").mkdir()
+    (root / "locked").chmod(0o555)  # the temp file cannot be created: open refused
+    packages = [make_package(tmp_path, f"INV-M{i}", pdf_size=30_000) for i in range(6)]
+    packages[1] = make_package(tmp_path, "INV-M1", folder="locked")
+    sftp_harness.server.mkdir(f"{root.name}/{packages[3].folder}/INV-M3.pdf")  # the rename of its PDF is refused
+    with sftp_harness.connection(if_exists="skip_identical").connector() as connector:
+        connector.deliver(packages[4])  # already there and identical: skipped
+        results = connector.deliver_many(packages)
+        assert connector.connects == 1  # refusals are answers, not connection failures: still one connection
+        assert connector.transport.is_active()
+    assert isinstance(results[1], PermanentDeliveryError)
+    assert "INV-M1" in str(results[1]) and "permission denied" in str(results[1]) and str(root / "locked") in str(results[1])
+    assert isinstance(results[3], PermanentDeliveryError) and "INV-M3" in str(results[3])
+    assert not (root / packages[3].folder / "INV-M3.json").exists()  # its trigger file never got its name
+    assert results[4].already_present and not results[0].already_present
+    for i in (0, 2, 4, 5):
+        for f in packages[i].files:
+            assert sftp_harness.received(packages[i], f) == f.open().read(), (i, f.name)
+    leftovers = [p.name for p in root.rglob("*.partial")]
+    assert leftovers == []  # temp files of the refused packages and of the skipped one are gone
+
+
+def test_a_connection_killed_mid_exchange_fails_every_unfinished_package_as_transient(sftp_harness, tmp_path):
+    with sftp_harness.connection().connector() as connector:
+        connector.deliver(make_package(tmp_path, "INV-X0"))
+        pids = _session_pids(connector.transport.sock.getsockname()[1])
+        packages = [make_package(tmp_path, f"INV-X{i}", pdf_size=200_000) for i in range(1, 5)]
+        source = tmp_path / f"src-INV-X3-{packages[2].main.name}"
+        packages[2].files[0] = dataclasses.replace(packages[2].main, opener=lambda: _KillingStream(source, lambda: _kill(pids)))
+        results = connector.deliver_many(packages)
+        for p, r in zip(packages, results):
+            assert isinstance(r, TransientDeliveryError), p.doc_id
+            assert p.doc_id in str(r) and "reconnect" in str(r)
+            assert sftp_harness.received(p, p.main) is None  # killed before any rename
+        packages[2].files[0] = dataclasses.replace(packages[2].main, opener=lambda: source.open("rb"))
+        for p in packages:
+            connector.remove_partial(p)  # what the retry does first
+        again = connector.deliver_many(packages)
+        assert connector.connects == 2
+    assert all(not isinstance(r, Exception) for r in again)
+    for p in packages:
+        for f in p.files:
+            assert sftp_harness.received(p, f) == f.open().read()
+        assert sftp_harness.leftovers(p) == []
+
+
+def test_the_sync_flow_sends_each_chunk_as_one_pipelined_exchange(workspace, sftp_harness):
+    from flows.sync import sync
+
+    server = sftp_harness.server
+    key = _sftp_integration(workspace, sftp_harness, pool_size=1)
+    ids = _seed(workspace, 20)
+    sync(integration=key, document_ids=ids[:1])  # creates the folder
+    mark = len(server.sftp_log())
+    sync(integration=key)
+    requests = _requests_since(server, mark)
+    opens, writes = _order(requests, r"(?m)^open "), _order(requests, r" write ")
+    assert len(opens) == 19 and max(opens) < min(writes)  # every document opened before the first byte is written
+    folder = sftp_harness.root / "acme" / "invoice"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{i}.pdf" for i in ids]
