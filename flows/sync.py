@@ -399,43 +399,57 @@ def _start_chunk(ctx: RunContext, sends: list[Send], pool: ThreadPoolExecutor | 
 
 
 def _deliver_group(ctx: RunContext, group: list[Send]) -> list[L.Result]:
-    """Send a group with one `deliver_many`; documents an earlier attempt may have touched go one by
-    one first (lookup, partial files), and transient failures are retried one by one with backoff."""
+    """Send a group with `deliver_many`. Documents an earlier attempt may have touched go one by one
+    first (lookup, partial files). Transient failures are sent again together after one backoff
+    (a broken connection fails every unfinished document of the exchange), up to `retries` times."""
     connector = ctx.connector
     assert connector is not None
+    integ = ctx.integ
     results: dict[int, L.Result] = {}
-    plain: list[int] = []
+    pending: list[int] = []
     for i, s in enumerate(group):
         if s.prior and (s.prior["sending_since"] or s.prior["status"] == L.FAILED):
             results[i] = _deliver_one(ctx, s)
         else:
-            plain.append(i)
-    try:
-        sent = connector.deliver_many([group[i].package for i in plain]) if plain else []
-    except Exception as exc:  # noqa: BLE001 - a connector bug must not lose the group: each document's error is kept
-        sent = [TransientDeliveryError(f"document {group[i].doc.id}: unexpected {type(exc).__name__}: {exc}") for i in plain]
-    for i, outcome in zip(plain, sent):
-        s = group[i]
-        if isinstance(outcome, DeliveryError) and not outcome.permanent and ctx.integ.retries:
-            results[i] = _deliver_one(ctx, s, outcome)
-        elif isinstance(outcome, DeliveryError):
-            results[i] = L.Result(s.doc.id, s.doc.version, error=str(outcome), permanent=outcome.permanent)
-        else:
-            results[i] = L.Result(s.doc.id, s.doc.version, remote_ref=outcome.remote_ref, already_present=outcome.already_present)
+            pending.append(i)
+    attempt = 0
+    while pending:
+        try:
+            sent = connector.deliver_many([group[i].package for i in pending])
+        except Exception as exc:  # noqa: BLE001 - a connector bug must not lose the group: each document keeps an error
+            sent = [TransientDeliveryError(f"document {group[i].doc.id}: unexpected {type(exc).__name__}: {exc}") for i in pending]
+        again: list[tuple[int, DeliveryError]] = []
+        for i, outcome in zip(pending, sent):
+            doc = group[i].doc
+            if isinstance(outcome, DeliveryError):
+                if not outcome.permanent and attempt < integ.retries:
+                    again.append((i, outcome))
+                else:
+                    results[i] = L.Result(doc.id, doc.version, error=str(outcome), permanent=outcome.permanent)
+            else:
+                results[i] = L.Result(doc.id, doc.version, remote_ref=outcome.remote_ref, already_present=outcome.already_present)
+        if not again:
+            break
+        delay = max(e.retry_after if e.retry_after is not None else integ.retry_delay * 2**attempt for _, e in again)
+        logger = get_run_logger()
+        for i, exc in again:
+            logger.info("document %s: transient error, retry %d in %.1fs: %s", group[i].doc.id, attempt + 1, delay, exc)
+        time.sleep(min(delay, MAX_BACKOFF))
+        attempt += 1
+        if Ability.REMOVE_PARTIAL in connector.abilities:
+            for i, _ in again:  # a connection lost mid-upload leaves temp files; the retry uses new names
+                _remove_partial(ctx, group[i].package)
+        pending = [i for i, _ in again]
     return [results[i] for i in range(len(group))]
 
 
-def _deliver_one(ctx: RunContext, s: Send, failed: DeliveryError | None = None) -> L.Result:
-    """Send one document (or find its earlier delivery); every error becomes its result, never raised.
-
-    `failed`: its first attempt (in a group) already failed with this transient error: retry it."""
+def _deliver_one(ctx: RunContext, s: Send) -> L.Result:
+    """Send one document (or find its earlier delivery); every error becomes its result, never raised."""
     connector = ctx.connector
     assert connector is not None
     try:
         delivery = None
-        if failed is not None:
-            pass
-        elif s.prior and s.prior["sending_since"]:  # an earlier run started sending this, then died
+        if s.prior and s.prior["sending_since"]:  # an earlier run started sending this, then died
             if Ability.IDEMPOTENCY_LOOKUP in connector.abilities:
                 delivery = connector.lookup(s.package)
             if delivery is None and Ability.REMOVE_PARTIAL in connector.abilities:
@@ -443,7 +457,7 @@ def _deliver_one(ctx: RunContext, s: Send, failed: DeliveryError | None = None) 
         elif s.prior and s.prior["status"] == L.FAILED and Ability.REMOVE_PARTIAL in connector.abilities:
             _remove_partial(ctx, s.package)  # what an earlier run's failed attempt may have left
         if delivery is None:
-            delivery = _send(ctx, s.package, failed)
+            delivery = _send(ctx, s.package)
         return L.Result(s.doc.id, s.doc.version, remote_ref=delivery.remote_ref, already_present=delivery.already_present)
     except DeliveryError as exc:
         return L.Result(s.doc.id, s.doc.version, error=str(exc), permanent=exc.permanent)
@@ -484,36 +498,31 @@ def _with(base: Outcome, status: str, **kw: str) -> Outcome:
     return Outcome(base.doc_id, status, base.number, base.supplier, base.doc_type, **{"remote": "", "error": "", **kw})
 
 
-def _send(ctx: RunContext, package, failed: DeliveryError | None = None):
-    """Deliver with retries and backoff on transient errors; permanent errors are not retried.
-
-    `failed`: the first attempt was already made (in a group) and failed with this error."""
+def _send(ctx: RunContext, package):
+    """Deliver with retries and backoff on transient errors; permanent errors are not retried."""
     integ = ctx.integ
     attempt = 0
     while True:
-        if failed is None:
-            if integ.throttle_per_second:
-                with _THROTTLE:  # take the next free slot; parallel senders share the rate
-                    slot = max(time.monotonic(), ctx.last_send + 1.0 / integ.throttle_per_second)
-                    ctx.last_send = slot
-                wait = slot - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            try:
-                return ctx.connector.deliver(package)
-            except DeliveryError as exc:
-                failed = exc
-        if failed.permanent or attempt >= integ.retries:
-            raise failed
-        delay = failed.retry_after if failed.retry_after is not None else integ.retry_delay * 2**attempt
-        get_run_logger().info("document %s: transient error, retry %d in %.1fs: %s", package.doc_id, attempt + 1, delay, failed)
-        time.sleep(min(delay, MAX_BACKOFF))
-        attempt += 1
-        failed = None
-        # A connection lost mid-upload leaves its temp file (it cannot be removed over a dead
-        # connection) and the retry uses a new temp name: remove it before sending again.
-        if Ability.REMOVE_PARTIAL in ctx.connector.abilities:
-            _remove_partial(ctx, package)
+        if integ.throttle_per_second:
+            with _THROTTLE:  # take the next free slot; parallel senders share the rate
+                slot = max(time.monotonic(), ctx.last_send + 1.0 / integ.throttle_per_second)
+                ctx.last_send = slot
+            wait = slot - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        try:
+            return ctx.connector.deliver(package)
+        except DeliveryError as exc:
+            if exc.permanent or attempt >= integ.retries:
+                raise
+            delay = exc.retry_after if exc.retry_after is not None else integ.retry_delay * 2**attempt
+            get_run_logger().info("document %s: transient error, retry %d in %.1fs: %s", package.doc_id, attempt + 1, delay, exc)
+            time.sleep(min(delay, MAX_BACKOFF))
+            attempt += 1
+            # A connection lost mid-upload leaves its temp file (it cannot be removed over a dead
+            # connection) and the retry uses a new temp name: remove it before sending again.
+            if Ability.REMOVE_PARTIAL in ctx.connector.abilities:
+                _remove_partial(ctx, package)
 
 
 def _remove_partial(ctx: RunContext, package) -> None:

@@ -4,6 +4,8 @@ no temp file left, and a reconcile run that finds no difference."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from blocks.sftp import SftpConnection
@@ -16,11 +18,11 @@ MAPPING = {"folder": "{client}/{doc_type}", "filename": "{doc_id}.{ext}", "sidec
 DOC_SIZE = 20_000  # bytes per PDF: a fault at 60 kB lands inside the third or fourth upload
 
 
-def _integration(ws, server, root, port, **kw):
+def _integration(ws, server, root, port, pool_size=4, **kw):
     name = f"sftp-{ws.tag}"
     SftpConnection(
         host="127.0.0.1", port=port, username=server.user, password=server.password,
-        host_key=server.known_hosts_line, base_folder=str(root), connect_timeout=3, timeout=1.5,
+        host_key=server.known_hosts_line, base_folder=str(root), connect_timeout=3, timeout=1.5, pool_size=pool_size,
     ).save(name)
     return ws.integration(connection=f"sftp-connection/{name}", mapping=MAPPING, retries=3, retry_delay=0.05, **kw)
 
@@ -46,6 +48,25 @@ def test_sftp_connection_broken_mid_transfer_is_retried_and_delivers_exactly_onc
     assert sorted(o["doc_id"] for o in result["outcomes"]) == ids
     assert_exactly_once_in_folder(workspace, key, sftp_dest / "acme" / "invoice", ids, sidecar=True)
     assert_reconciles(key, n_files=2 * len(ids))
+
+
+def test_a_pipelined_exchange_broken_mid_upload_is_sent_again_as_one_exchange(workspace, sftp_server, sftp_dest, proxies, caplog):
+    proxy = proxies(sftp_server.port)
+    key = _integration(workspace, sftp_server, sftp_dest, proxy.port, pool_size=1)
+    ids = seed_docs(workspace, 6, pdf_size=DOC_SIZE)
+    proxy.plan(Fault("reset", after=60_000))  # inside the exchange's writes: no document has its final name yet
+    mark = len(sftp_server.sftp_log())
+    with caplog.at_level("INFO"):
+        result = sync(integration=key)
+    assert proxy.fired == 1 and [o["status"] for o in result["outcomes"]] == ["delivered"] * 6
+    retried = re.findall(r"document (\S+): transient error, retry 1 in", caplog.text)
+    assert sorted(retried) == ids and "retry 2" not in caplog.text  # all of them, once
+    # the six went again in one exchange: all twelve temp files (PDF + sidecar) opened before the next write
+    requests = sftp_server.sftp_log()[mark:]
+    retry = requests[requests.rindex("remove name"):]  # after removing the broken exchange's temp files
+    opens, writes = [m.start() for m in re.finditer(r"(?m)^open ", retry)], [m.start() for m in re.finditer(r" write ", retry)]
+    assert len(opens) == 12 and max(opens) < min(writes)
+    assert_exactly_once_in_folder(workspace, key, sftp_dest / "acme" / "invoice", ids, sidecar=True)
 
 
 def test_sftp_faults_on_every_connection_fail_the_run_then_a_clean_run_finishes(workspace, sftp_server, sftp_dest, proxies):
