@@ -641,3 +641,57 @@ def test_the_sync_flow_sends_each_chunk_as_one_pipelined_exchange(workspace, sft
     assert len(opens) == 19 and max(opens) < min(writes)  # every document opened before the first byte is written
     folder = sftp_harness.root / "acme" / "invoice"
     assert sorted(p.name for p in folder.iterdir()) == [f"{i}.pdf" for i in ids]
+
+
+# -- path traversal ------------------------------------------------------------------------------
+def test_a_folder_or_file_name_that_escapes_the_base_folder_is_refused_alone(sftp_harness, tmp_path):
+    """The connector's last line of defence (mapping sanitises names first): nothing outside base_folder."""
+    outside = sftp_harness.root.parent
+    before = sorted(p.name for p in outside.iterdir())
+    packages = [
+        make_package(tmp_path, "INV-E1", folder="../escaped"),
+        make_package(tmp_path, "INV-E2", folder="/tmp/docroute-escaped"),
+        make_package(tmp_path, "INV-E3", folder="a/../../escaped"),
+        make_package(tmp_path, "INV-E4"),
+        make_package(tmp_path, "INV-E5"),
+    ]
+    packages[3].files[0] = dataclasses.replace(packages[3].main, name="../INV-E4.pdf")
+    with sftp_harness.connection().connector() as connector:
+        results = connector.deliver_many(packages)
+    for p, r in zip(packages[:4], results):
+        assert isinstance(r, PermanentDeliveryError) and p.doc_id in str(r), r
+        assert "escapes" in str(r) or "bad file name" in str(r)
+    assert sftp_harness.received(packages[4], packages[4].main) == packages[4].main.open().read()
+    assert sorted(p.name for p in outside.iterdir()) == before
+    assert not Path("/tmp/docroute-escaped").exists()
+
+
+def test_traversal_in_supplier_and_number_stays_under_the_base_folder_over_sftp(workspace, sftp_harness):
+    from datetime import timedelta
+
+    from flows.sync import sync
+    from tasks.sources.seed import write_document
+    from tests.test_bad_input import EVIL
+
+    key = _sftp_integration(workspace, sftp_harness, pool_size=2,
+                            mapping={"folder": "{supplier}/{number}", "filename": "{number}_{doc_id}.{ext}", "sidecar": True})
+    approved = datetime.now(timezone.utc) - timedelta(hours=1)
+    ids = [f"EVIL-{i}" for i in range(len(EVIL))]
+    for doc_id, value in zip(ids, EVIL):
+        write_document(workspace.inbox, doc_id, client="acme", approved_at=approved, pdf_size=2_000,
+                       metadata={"number": value, "supplier": value})
+    old = time.time() - 60
+    for p in workspace.inbox.iterdir():
+        os.utime(p, (old, old))
+    outside = sftp_harness.root.parent
+    before = sorted(p.name for p in outside.iterdir())
+    result = sync(integration=key)
+    assert sorted(o["doc_id"] for o in result["outcomes"] if o["status"] == "delivered") == sorted(ids)
+    files = [p for p in sftp_harness.root.rglob("*") if p.is_file()]
+    assert len(files) == 2 * len(ids)  # a PDF and a sidecar each, nothing else
+    for p in files:
+        rel = p.relative_to(sftp_harness.root)
+        assert len(rel.parts) == 3, rel  # {supplier}/{number}/file: a value never adds or removes a level
+        assert all(seg not in (".", "..") and not seg.startswith(".") for seg in rel.parts), rel
+    assert sorted(p.name for p in outside.iterdir()) == before
+    assert not Path("/tmp/docroute-escaped").exists()
