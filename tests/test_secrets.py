@@ -53,7 +53,10 @@ async def _everything_the_server_shows(flow_name: str) -> tuple[str, str]:
                 "artifacts": [a.model_dump(mode="json") for a in arts],
             }
         )
-        blocks = await client.read_block_documents(include_secrets=True)
+        blocks, offset = [], 0
+        while batch := await client.read_block_documents(include_secrets=True, offset=offset, limit=200):  # paged: a session saves hundreds
+            blocks += batch
+            offset += len(batch)
         revealed = json.dumps([b.model_dump(mode="json") for b in blocks])
         return shown, revealed
 
