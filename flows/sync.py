@@ -24,7 +24,7 @@ from prefect.runtime import flow_run
 from deployments.config import Config, Integration, load_config
 from flows.notify import emit_parked, notify_failure
 from tasks import ledger as L
-from tasks.connectors.base import Ability, Connector, DeliveryError, Mode, TransientDeliveryError
+from tasks.connectors.base import Ability, Connector, CredentialsRefusedError, DeliveryError, Mode, TransientDeliveryError
 from tasks.mapping import Lookups, MappingError, map_document
 from tasks.settings import get_settings
 from tasks.sources.inbox import Candidate, SourceProblem
@@ -84,6 +84,7 @@ class RunContext:
         self.outcomes: list[Outcome] = []
         self.last_send = 0.0
         self.senders = 1  # threads sending a chunk (Ability.PARALLEL)
+        self.refused: CredentialsRefusedError | None = None  # the destination refused the credentials: stop sending
 
 
 class SyncResult(Mapping):
@@ -258,13 +259,13 @@ def deliver_batch(ctx: RunContext, start: int, stop: int) -> int:
                     ctx.outcomes.extend(send_chunk(ctx, chunk))
                 else:
                     if inflight is not None:
-                        ctx.outcomes.extend(_finish_chunk(ctx, inflight))
-                        inflight = None
+                        sent, inflight = inflight, None  # recorded once, even if finishing raises
+                        ctx.outcomes.extend(_finish_chunk(ctx, sent))
                     inflight = _start_chunk(ctx, chunk, pool)
                 chunk = []
         if inflight is not None:
-            ctx.outcomes.extend(_finish_chunk(ctx, inflight))
-            inflight = None
+            sent, inflight = inflight, None
+            ctx.outcomes.extend(_finish_chunk(ctx, sent))
         if chunk:
             ctx.outcomes.extend(send_chunk(ctx, chunk, pool))
     except BaseException:
@@ -414,6 +415,9 @@ def _deliver_group(ctx: RunContext, group: list[Send]) -> list[L.Result]:
             pending.append(i)
     attempt = 0
     while pending:
+        if ctx.refused is not None:
+            results.update((i, _not_sent(ctx, group[i])) for i in pending)
+            break
         try:
             sent = connector.deliver_many([group[i].package for i in pending])
         except Exception as exc:  # noqa: BLE001 - a connector bug must not lose the group: each document keeps an error
@@ -421,7 +425,10 @@ def _deliver_group(ctx: RunContext, group: list[Send]) -> list[L.Result]:
         again: list[tuple[int, DeliveryError]] = []
         for i, outcome in zip(pending, sent):
             doc = group[i].doc
-            if isinstance(outcome, DeliveryError):
+            if isinstance(outcome, CredentialsRefusedError):
+                ctx.refused = outcome
+                results[i] = L.Result(doc.id, doc.version, error=str(outcome))  # not the document's fault: never parked
+            elif isinstance(outcome, DeliveryError):
                 if not outcome.permanent and attempt < integ.retries:
                     again.append((i, outcome))
                 else:
@@ -429,6 +436,9 @@ def _deliver_group(ctx: RunContext, group: list[Send]) -> list[L.Result]:
             else:
                 results[i] = L.Result(doc.id, doc.version, remote_ref=outcome.remote_ref, already_present=outcome.already_present)
         if not again:
+            break
+        if ctx.refused is not None:
+            results.update((i, _not_sent(ctx, group[i])) for i, _ in again)
             break
         delay = max(e.retry_after if e.retry_after is not None else integ.retry_delay * 2**attempt for _, e in again)
         logger = get_run_logger()
@@ -447,6 +457,8 @@ def _deliver_one(ctx: RunContext, s: Send) -> L.Result:
     """Send one document (or find its earlier delivery); every error becomes its result, never raised."""
     connector = ctx.connector
     assert connector is not None
+    if ctx.refused is not None:
+        return _not_sent(ctx, s)
     try:
         delivery = None
         if s.prior and s.prior["sending_since"]:  # an earlier run started sending this, then died
@@ -459,11 +471,18 @@ def _deliver_one(ctx: RunContext, s: Send) -> L.Result:
         if delivery is None:
             delivery = _send(ctx, s.package)
         return L.Result(s.doc.id, s.doc.version, remote_ref=delivery.remote_ref, already_present=delivery.already_present)
+    except CredentialsRefusedError as exc:
+        ctx.refused = exc
+        return L.Result(s.doc.id, s.doc.version, error=str(exc))  # not the document's fault: never parked
     except DeliveryError as exc:
         return L.Result(s.doc.id, s.doc.version, error=str(exc), permanent=exc.permanent)
     except Exception as exc:  # noqa: BLE001 - one bad document never blocks the others
         error = f"document {s.doc.id}: unexpected {type(exc).__name__}: {exc}"
         return L.Result(s.doc.id, s.doc.version, error=error)
+
+
+def _not_sent(ctx: RunContext, s: Send) -> L.Result:
+    return L.Result(s.doc.id, s.doc.version, error=f"document {s.doc.id}: not sent: {ctx.integ.connection} refused the credentials earlier in this run")
 
 
 def _finish_chunk(ctx: RunContext, batches: list[Batch], abandoned: bool = False) -> list[Outcome]:
@@ -491,6 +510,13 @@ def _finish_chunk(ctx: RunContext, batches: list[Batch], abandoned: bool = False
         else:
             logger.warning("%s", r.error)
             outcomes.append(_with(s.outcome, statuses[r.doc_id], remote=s.outcome.remote, error=r.error))
+    if ctx.refused is not None and not abandoned:
+        # Every further document would be refused the same way: stop here, recorded, and say what to fix.
+        raise SyncFailed(
+            f"{integ.key}: connection {integ.connection} refused the credentials: {ctx.refused}. Fix the connection "
+            f"block (Prefect UI: Blocks; test it with docroute check {integ.connection}); the next run sends every "
+            f"document again, none is parked for this"
+        )
     return outcomes
 
 

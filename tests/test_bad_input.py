@@ -583,6 +583,35 @@ def test_host_key_mismatch(workspace, sftp_target):
     assert sorted(p.name for p in (root / "acme/invoice").iterdir()) == [f"{i}.pdf" for i in good]
 
 
+def test_wrong_webhook_credentials(workspace):
+    """A webhook has no login: a wrong token shows on the first POST (401). The run stops there and
+    fails naming the connection; no document is parked for it, however many runs fail so."""
+    secret = new_secret()
+    receiver = Receiver([secret], bearer="the-right-token")
+    try:
+        name = f"auth-{workspace.tag}"
+        WebhookConnection(url=receiver.url, signing_secrets=[secret], auth="bearer", bearer_token="a-wrong-token", timeout=5).save(name)
+        ref = f"webhook-connection/{name}"
+        key = workspace.integration(connection=ref, max_attempts=2)
+        good = goods(workspace, 4)
+        for n in range(1, 4):  # more runs than max_attempts
+            state = run(key)
+            assert state.is_failed()
+            assert f"acme/invoices: connection {ref} refused the credentials: document GOOD-0: webhook" in state.message
+            assert "answered 401" in state.message and "credentials refused" in state.message
+            assert "Fix the connection block" in state.message and "none is parked" in state.message
+            assert "a-wrong-token" not in state.message and "the-right-token" not in state.message
+            assert len(receiver.attempts) == n  # one refused POST per run, then it stops sending
+            rows = {d: open_row(workspace, key, d) for d in good}
+            assert {d: r["status"] for d, r in rows.items()} == {d: FAILED for d in good}  # never needs-attention
+            assert "not sent: " + ref + " refused the credentials" in rows["GOOD-1"]["last_error"]
+        WebhookConnection(url=receiver.url, signing_secrets=[secret], auth="bearer", bearer_token="the-right-token", timeout=5).save(name, overwrite=True)
+        assert delivered_ids(sync(integration=key)) == good
+        assert sorted(r.document["id"] for r in receiver.deliveries.values()) == good
+    finally:
+        receiver.stop()
+
+
 def test_invalid_tls_certificate(workspace, tmp_path):
     cert, key_file = self_signed_cert(tmp_path)
     secret = new_secret()

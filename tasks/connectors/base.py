@@ -67,6 +67,12 @@ class PermanentDeliveryError(DeliveryError):
     permanent = True
 
 
+class CredentialsRefusedError(PermanentDeliveryError):
+    """The destination refused the connection's credentials (a webhook's 401), found only once a
+    document is sent. No document is at fault: the sync run stops sending, fails naming the
+    connection, and its documents stay `failed` for the next run, never parked for it."""
+
+
 @dataclass
 class PackageFile:
     """One file to deliver, under its mapped name, opened as a stream."""

@@ -39,6 +39,7 @@ from pydantic import Field, field_validator
 
 from blocks.smtp import _address
 from tasks.connectors.base import (
+    CredentialsRefusedError,
     CheckResult,
     Connector,
     ConnectorOptions,
@@ -142,7 +143,7 @@ class EmailConnector(Connector):
     def _connect_error(self, exc: Exception) -> DeliveryError:
         block, label = self.connection, self.label
         if isinstance(exc, smtplib.SMTPAuthenticationError):
-            return PermanentDeliveryError(
+            return CredentialsRefusedError(
                 f"{label}: login as {block.username!r} refused ({self._scrub(_reply(exc))}); check username and password"
             )
         if isinstance(exc, smtplib.SMTPNotSupportedError):

@@ -49,6 +49,7 @@ from botocore.exceptions import (
 
 from blocks.s3 import normalise_prefix
 from tasks.connectors.base import (
+    CredentialsRefusedError,
     Ability,
     CheckResult,
     Connector,
@@ -221,6 +222,8 @@ class S3Connector(Connector):
                 except ValueError:
                     seconds = None
                 return TransientDeliveryError(text, retry_after=seconds)
+            if code in _CREDENTIAL_CODES:
+                return CredentialsRefusedError(text)
             return PermanentDeliveryError(text)
         text = f"{head}S3 {action} of {where} on {self.label} failed: {self._scrub(str(exc))}"
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError, ParamValidationError, ProfileNotFound)):

@@ -88,6 +88,7 @@ from tasks.connectors.base import (
     Ability,
     CheckResult,
     Connector,
+    CredentialsRefusedError,
     Delivery,
     DeliveryError,
     Mode,
@@ -399,14 +400,14 @@ class SftpConnector(Connector):
                     return
                 except paramiko.AuthenticationException:
                     if b.password is None:
-                        raise PermanentDeliveryError(f"{failed} (private key refused)") from None
+                        raise CredentialsRefusedError(f"{failed} (private key refused)") from None
             transport.auth_password(b.username, b.password.get_secret_value())
         except paramiko.BadAuthenticationType as exc:
-            raise PermanentDeliveryError(f"{failed} (server allows only: {', '.join(exc.allowed_types)})") from None
+            raise CredentialsRefusedError(f"{failed} (server allows only: {', '.join(exc.allowed_types)})") from None
         except paramiko.AuthenticationException:
-            raise PermanentDeliveryError(f"{failed} (wrong password or key)") from None
+            raise CredentialsRefusedError(f"{failed} (wrong password or key)") from None
         if not transport.is_authenticated():
-            raise PermanentDeliveryError(failed)
+            raise CredentialsRefusedError(failed)
 
     def _checkout(self) -> _Conn:
         with self._lock:

@@ -62,6 +62,7 @@ from tasks.connectors.base import (
     Mode,
     Package,
     PackageFile,
+    CredentialsRefusedError,
     PermanentDeliveryError,
     TransientDeliveryError,
     VerifyingReader,
@@ -396,6 +397,10 @@ class WebhookConnector(Connector):
         tail = f": {text}" if text else ""
         if status == 410:
             return PermanentDeliveryError(f"{where}: endpoint gone; it asks not to be sent to again{tail}")
+        if status == 401:
+            return CredentialsRefusedError(
+                f"{where}: credentials refused (wrong bearer token, password or signing secret on the connection?){tail}"
+            )
         if status in TRANSIENT_STATUSES or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             wait = f" (Retry-After {retry_after:g} s)" if retry_after is not None else ""

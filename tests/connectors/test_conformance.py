@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from tasks.connectors.base import Ability, DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from tasks.connectors.base import Ability, CredentialsRefusedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from tests.connectors.conformance import FailingStream, make_package
 
 HARNESSES = [
@@ -118,7 +118,10 @@ def test_wrong_credentials_are_a_clear_permanent_error_without_the_secret(harnes
             with pytest.raises(PermanentDeliveryError) as info:
                 connector.deliver(make_package(tmp_path, "INV-6006"))
             texts.append(str(info.value))
+            # a refusal of the credentials, not of the document: the sync flow stops sending and parks nothing
+            assert isinstance(info.value, CredentialsRefusedError), info.value
     except PermanentDeliveryError as exc:  # refused while connecting
+        assert isinstance(exc, CredentialsRefusedError), exc
         texts.append(str(exc))
     assert texts
     for text in texts:
