@@ -84,7 +84,7 @@ def _notify_setup(args) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     for name, what, automation_id in done:
-        print(f"{what}: automation {name!r} ({automation_id}) -> {args.block}")
+        print(f"{what}: automation {name!r} ({automation_id})" + ("" if what == "deleted" else f" -> {args.block}"))
     return 0
 
 

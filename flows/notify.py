@@ -4,11 +4,14 @@ Three pieces, each usable alone:
 
 - `emit_parked`: the sync flow emits one Prefect event `docroute.document.parked` per document it
   parked as needs-attention in a run (resource `docroute.document.<client>-<integration>.<doc id>`,
-  labels `docroute.integration`, `docroute.client`, `docroute.document`; payload: number, type, error).
+  labels `docroute.integration`, `docroute.client`, `docroute.document`; payload: number, type, error),
+  and one `docroute.integration.parked` for the run (resource `docroute.integration.<client>-<integration>`;
+  payload: count, the first MAX_LISTED documents with number and error, how many more, the run).
   Errors are the same secret-free texts the ledger and the run's artifact hold.
 - `setup_automations` (`docroute notify setup --block custom-webhook/ops`): creates or updates, by
   name, two automations that send through a notification block (Slack webhook, custom webhook, any
-  block that can `notify`): a docroute-sync run entered Failed or Crashed; a document was parked.
+  block that can `notify`): a docroute-sync run entered Failed or Crashed; a run parked documents
+  (one notification per run, listing them: a mass failure does not send one per document).
   The actions run on the Prefect server (its triggers and actions services).
 - `notify_failure`: the sync flow's on_failure / on_crashed hook. E-mails the integration's
   `notify.email` (and DOCROUTE_NOTIFY_EMAIL) through an SMTP connection block: integration, run,
@@ -30,10 +33,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("docroute.notify")
 
-PARKED_EVENT = "docroute.document.parked"
+PARKED_EVENT = "docroute.document.parked"  # one per parked document
+RUN_PARKED_EVENT = "docroute.integration.parked"  # one per run that parked documents: what the automation notifies on
 SYNC_FLOW = "docroute-sync"
 FAILED_AUTOMATION = "docroute: sync run failed"
-PARKED_AUTOMATION = "docroute: document parked"
+PARKED_AUTOMATION = "docroute: documents parked"
+RETIRED_AUTOMATIONS = ("docroute: document parked",)  # an earlier version's (one notification per document)
+MAX_LISTED = 20  # parked documents listed in one notification
 MAX_ROWS = 50  # failed documents listed in one e-mail; the run's artifact has them all
 
 FAILED_SUBJECT = "docroute: {{ flow_run.parameters['integration'] }} sync {{ flow_run.state.name }}"
@@ -44,27 +50,41 @@ docroute sync run {{ flow_run.name }} of integration {{ flow_run.parameters['int
 
 Run: {{ flow_run|ui_url or flow_run.id }}
 The run's Artifacts tab has one row per document (sync-<client>-<integration>)."""
-PARKED_SUBJECT = "docroute: {{ event.resource['docroute.integration'] }} parked {{ event.resource['docroute.document'] }}"
+PARKED_SUBJECT = (
+    "docroute: {{ event.resource['docroute.integration'] }} parked {{ event.payload.count }} "
+    "document{{ 's' if event.payload.count != 1 }}: {{ event.payload.documents[0].id }}{{ ' and more' if event.payload.count > 1 }}"
+)
 PARKED_BODY = """\
-Document {{ event.resource['docroute.document'] }} (number {{ event.payload.number }}) of integration \
-{{ event.resource['docroute.integration'] }} was parked as needs-attention: it failed permanently on every try.
-
-Error: {{ event.payload.error }}
-
-It is tried again when its content changes, or now with:
-docroute sync {{ event.resource['docroute.integration'] }} --document {{ event.resource['docroute.document'] }}"""
+{{ event.payload.count }} document{{ 's' if event.payload.count != 1 }} of integration \
+{{ event.resource['docroute.integration'] }} parked as needs-attention in run {{ event.payload.run }}: \
+each failed permanently on every try.
+{% for d in event.payload.documents %}
+- {{ d.id }}{{ ' (number ' ~ d.number ~ ')' if d.number }}: {{ d.error }}{% endfor %}
+{% if event.payload.more %}... and {{ event.payload.more }} more: docroute parked list {{ event.resource['docroute.integration'] }}
+{% endif %}
+A parked document is tried again when its content changes. Once the cause is fixed, retry now:
+docroute sync {{ event.resource['docroute.integration'] }} --document {{ event.payload.documents[0].id }}
+docroute parked retry {{ event.resource['docroute.integration'] }} --all --reason "<what was fixed>\""""
 
 
 # -- events -------------------------------------------------------------------
 def emit_parked(integ: Integration, outcomes: list[Any]) -> int:
-    """Emit `docroute.document.parked` for each outcome parked in this run; returns how many. Never raises."""
+    """Emit `docroute.document.parked` for each outcome parked in this run, then one
+    `docroute.integration.parked` listing them; returns how many documents. Never raises."""
     from prefect.events import emit_event
+    from prefect.runtime import flow_run
 
+    parked = [o for o in outcomes if o.status == "needs-attention"]
+    if not parked:
+        return 0
+    integration = {
+        "prefect.resource.id": f"docroute.integration.{integ.slug}",
+        "prefect.resource.role": "integration",
+        "prefect.resource.name": integ.key,
+    }
     sent = 0
-    for o in outcomes:
-        if o.status != "needs-attention":
-            continue
-        try:
+    try:
+        for o in parked:
             emit_event(
                 event=PARKED_EVENT,
                 resource={
@@ -74,18 +94,27 @@ def emit_parked(integ: Integration, outcomes: list[Any]) -> int:
                     "docroute.client": integ.client,
                     "docroute.document": o.doc_id,
                 },
-                related=[
-                    {
-                        "prefect.resource.id": f"docroute.integration.{integ.slug}",
-                        "prefect.resource.role": "integration",
-                        "prefect.resource.name": integ.key,
-                    }
-                ],
+                related=[integration],
                 payload={"number": o.number, "document_type": o.doc_type, "error": o.error[:1000]},
             )
             sent += 1
-        except Exception as exc:  # noqa: BLE001 - a notification never breaks a run
-            logger.warning("document %s: parked event not emitted: %s", o.doc_id, type(exc).__name__)
+        emit_event(
+            event=RUN_PARKED_EVENT,
+            resource={
+                "prefect.resource.id": f"docroute.integration.{integ.slug}",
+                "prefect.resource.name": integ.key,
+                "docroute.integration": integ.key,
+                "docroute.client": integ.client,
+            },
+            payload={
+                "count": len(parked),
+                "documents": [{"id": o.doc_id, "number": o.number, "error": o.error[:500]} for o in parked[:MAX_LISTED]],
+                "more": max(0, len(parked) - MAX_LISTED),
+                "run": flow_run.name or str(flow_run.id or ""),
+            },
+        )
+    except Exception as exc:  # noqa: BLE001 - a notification never breaks a run
+        logger.warning("%s: parked events not emitted: %s", integ.key, type(exc).__name__)
     return sent
 
 
@@ -125,10 +154,11 @@ def automations(block_document_id, flow_name: str = SYNC_FLOW) -> list:
     )
     parked = AutomationCore(
         name=PARKED_AUTOMATION,
-        description="A document was parked as needs-attention: notify through the block. Created by `docroute notify setup`.",
+        description="A sync run parked documents as needs-attention: one notification per run, listing them. "
+        "Created by `docroute notify setup`.",
         trigger=EventTrigger(
-            match={"prefect.resource.id": "docroute.document.*"},
-            expect={PARKED_EVENT},
+            match={"prefect.resource.id": "docroute.integration.*"},
+            expect={RUN_PARKED_EVENT},
             posture=Posture.Reactive,
             threshold=1,
             within=timedelta(0),
@@ -154,6 +184,10 @@ def setup_automations(block: str, flow_name: str = SYNC_FLOW) -> list[tuple[str,
                 done.append((automation.name, "updated", existing[0].id))
             else:
                 done.append((automation.name, "created", client.create_automation(automation)))
+        for name in RETIRED_AUTOMATIONS:  # it would notify once per document next to the new one
+            for old in client.read_automations_by_name(name):
+                client.delete_automation(old.id)
+                done.append((name, "deleted", old.id))
     return done
 
 

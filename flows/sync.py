@@ -671,7 +671,7 @@ def sync(
         ledger.dispose()
     outcomes = ctx.outcomes
     summary = _report(integ, outcomes, (window_start, window_end), dry_run)
-    emit_parked(integ, outcomes)  # docroute.document.parked events for automations (flows/notify.py)
+    emit_parked(integ, outcomes)  # parked events (per document, and one per run) for automations (flows/notify.py)
     failed = [o for o in outcomes if o.failed]
     if failed:
         named = "; ".join(f"{o.doc_id}: {o.error}" for o in failed[:10])

@@ -17,7 +17,7 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from blocks.smtp import SmtpConnection
 from deployments.config import ConfigError, load_config
 from flows.cli import main as cli
-from flows.notify import FAILED_AUTOMATION, PARKED_AUTOMATION, PARKED_EVENT
+from flows.notify import FAILED_AUTOMATION, PARKED_AUTOMATION, PARKED_EVENT, MAX_LISTED, RETIRED_AUTOMATIONS, RUN_PARKED_EVENT, automations
 from flows.sync import SyncFailed, sync
 from tasks.ledger import NEEDS_ATTENTION
 from tasks.settings import get_settings
@@ -88,20 +88,26 @@ def _bad_doc(ws, doc_id):
 
 def test_setup_creates_both_automations_once_with_the_right_triggers(notify_hook, capsys):
     _, block = notify_hook
+    block_id = CustomWebhookNotificationBlock.load(block.split("/", 1)[1])._block_document_id
+    retired = automations(block_id)[1].model_copy(update={"name": RETIRED_AUTOMATIONS[0]})
+    with get_client(sync_client=True) as client:  # what an earlier version set up: one notification per document
+        for old in client.read_automations_by_name(RETIRED_AUTOMATIONS[0]):
+            client.delete_automation(old.id)
+        client.create_automation(retired)
     assert cli(["notify", "setup", "--block", block]) == 0
     assert cli(["notify", "setup", "--block", block]) == 0  # again: updated, not duplicated
     out = capsys.readouterr().out
-    assert out.count("created:") == 2 and out.count("updated:") == 2
-    block_id = CustomWebhookNotificationBlock.load(block.split("/", 1)[1])._block_document_id
+    assert out.count("created:") == 2 and out.count("updated:") == 2 and out.count("deleted:") == 1
     with get_client(sync_client=True) as client:
         failed = client.read_automations_by_name(FAILED_AUTOMATION)
         parked = client.read_automations_by_name(PARKED_AUTOMATION)
+        assert client.read_automations_by_name(RETIRED_AUTOMATIONS[0]) == []  # it would notify per document
     assert len(failed) == 1 and len(parked) == 1
     trigger = failed[0].trigger
     assert trigger.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
     related = trigger.match_related if isinstance(trigger.match_related, list) else [trigger.match_related]
     assert [r.model_dump() for r in related] == [{"prefect.resource.role": "flow", "prefect.resource.name": "docroute-sync"}]
-    assert parked[0].trigger.expect == {PARKED_EVENT}
+    assert parked[0].trigger.expect == {RUN_PARKED_EVENT}
     for automation in (failed[0], parked[0]):
         assert automation.enabled and automation.trigger.posture == "Reactive" and automation.trigger.threshold == 1
         (action,) = automation.actions
@@ -115,36 +121,46 @@ def test_setup_refuses_a_block_that_cannot_notify(workspace, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-def test_a_failed_run_and_a_parked_document_notify_through_the_webhook(workspace, notify_hook):
+def test_a_failed_run_and_its_parked_documents_notify_through_the_webhook_once(workspace, notify_hook):
     inbox, block = notify_hook
     assert cli(["notify", "setup", "--block", block]) == 0
     key = workspace.integration(name=f"notified-{workspace.tag}", max_attempts=1)
-    _bad_doc(workspace, "NOTE-BAD")
+    bad = [f"NOTE-BAD-{i:02d}" for i in range(MAX_LISTED + 2)]  # a mass failure
+    for doc_id in bad:
+        _bad_doc(workspace, doc_id)
     state = sync(integration=key, return_state=True)
     assert state.is_failed()
-    assert workspace.ledger().rows(key)[0]["status"] == NEEDS_ATTENTION  # parked at once (max_attempts 1)
+    assert {r["status"] for r in workspace.ledger().rows(key)} == {NEEDS_ATTENTION}  # parked at once (max_attempts 1)
 
-    # 1. the event reached the server, naming integration and document
-    with get_client(sync_client=True) as client:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            events = [
-                e for e in client.read_events(EventFilter(event=EventNameFilter(name=[PARKED_EVENT])), limit=50).events
-                if e.resource.get("docroute.integration") == key
-            ]
-            if events:
-                break
-            time.sleep(0.5)
-    assert [e.resource.id for e in events] == [f"docroute.document.acme-notified-{workspace.tag}.NOTE-BAD"]
-    assert events[0].resource["docroute.document"] == "NOTE-BAD" and "is empty" in events[0].payload["error"]
-    assert any(str(r.id) == f"prefect.flow-run.{state.state_details.flow_run_id}" for r in events[0].related)
+    # 1. the events reached the server: one per document, one for the run listing them
+    def events_of(name):
+        with get_client(sync_client=True) as client:
+            return [e for e in client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50).events
+                    if e.resource.get("docroute.integration") == key]
 
-    # 2. the server's automations posted both notifications to the webhook
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (len(events_of(PARKED_EVENT)) == len(bad) and events_of(RUN_PARKED_EVENT)):
+        time.sleep(0.5)
+    per_doc = events_of(PARKED_EVENT)
+    assert sorted(e.resource.id for e in per_doc) == [f"docroute.document.acme-notified-{workspace.tag}.{d}" for d in bad]
+    assert all("is empty" in e.payload["error"] for e in per_doc)
+    assert any(str(r.id) == f"prefect.flow-run.{state.state_details.flow_run_id}" for r in per_doc[0].related)
+    (run_event,) = events_of(RUN_PARKED_EVENT)
+    assert run_event.resource.id == f"docroute.integration.acme-notified-{workspace.tag}"
+    assert run_event.payload["count"] == len(bad) and run_event.payload["more"] == 2
+    assert sorted(d["id"] for d in run_event.payload["documents"]) == bad[:MAX_LISTED]
+
+    # 2. the server's automations posted the failed run, and ONE notification for the parked documents
     failed = inbox.wait_for(lambda b: key in b["subject"] and "Failed" in b["subject"])
-    assert "NOTE-BAD" in failed["body"] and "is empty" in failed["body"]  # the state message names document and error
-    parked = inbox.wait_for(lambda b: "parked NOTE-BAD" in b["subject"])
-    assert key in parked["subject"] and "is empty" in parked["body"]
-    assert f"docroute sync {key} --document NOTE-BAD" in parked["body"]
+    assert "NOTE-BAD-01" in failed["body"] and "is empty" in failed["body"]  # the state message names document and error
+    parked = inbox.wait_for(lambda b: key in b["subject"] and f"parked {len(bad)} documents: NOTE-BAD-00 and more" in b["subject"])
+    assert f"... and 2 more: docroute parked list {key}" in parked["body"]
+    assert "NOTE-BAD-20" not in parked["body"] and "NOTE-BAD-21" not in parked["body"]
+    for doc_id in bad[:MAX_LISTED]:
+        assert f"\n- {doc_id}: document {doc_id}: {doc_id}.pdf is empty (0 bytes)" in parked["body"]  # no number: unreadable
+    assert f"docroute parked retry {key} --all" in parked["body"]
+    time.sleep(3)  # long enough for per-document notifications, had there been any
+    assert len([b for b in inbox.bodies if key in b["subject"] and "parked" in b["subject"]]) == 1
 
 
 # -- the e-mail hook ----------------------------------------------------------------
