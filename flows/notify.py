@@ -77,35 +77,22 @@ def emit_parked(integ: Integration, outcomes: list[Any]) -> int:
     parked = [o for o in outcomes if o.status == "needs-attention"]
     if not parked:
         return 0
-    integration = {
-        "prefect.resource.id": f"docroute.integration.{integ.slug}",
-        "prefect.resource.role": "integration",
-        "prefect.resource.name": integ.key,
-    }
+    labels = {"docroute.integration": integ.key, "docroute.client": integ.client}
+    integration_id = f"docroute.integration.{integ.slug}"
     sent = 0
     try:
         for o in parked:
             emit_event(
                 event=PARKED_EVENT,
-                resource={
-                    "prefect.resource.id": f"docroute.document.{integ.slug}.{o.doc_id}",
-                    "prefect.resource.name": o.doc_id,
-                    "docroute.integration": integ.key,
-                    "docroute.client": integ.client,
-                    "docroute.document": o.doc_id,
-                },
-                related=[integration],
+                resource={"prefect.resource.id": f"docroute.document.{integ.slug}.{o.doc_id}", "prefect.resource.name": o.doc_id,
+                          **labels, "docroute.document": o.doc_id},
+                related=[{"prefect.resource.id": integration_id, "prefect.resource.role": "integration", "prefect.resource.name": integ.key}],
                 payload={"number": o.number, "document_type": o.doc_type, "error": o.error[:1000]},
             )
             sent += 1
         emit_event(
             event=RUN_PARKED_EVENT,
-            resource={
-                "prefect.resource.id": f"docroute.integration.{integ.slug}",
-                "prefect.resource.name": integ.key,
-                "docroute.integration": integ.key,
-                "docroute.client": integ.client,
-            },
+            resource={"prefect.resource.id": integration_id, "prefect.resource.name": integ.key, **labels},
             payload={
                 "count": len(parked),
                 "documents": [{"id": o.doc_id, "number": o.number, "error": o.error[:500]} for o in parked[:MAX_LISTED]],
