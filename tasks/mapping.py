@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import string
 import unicodedata
@@ -48,23 +49,54 @@ class Lookups:
     def __init__(self, config: Config, integ: Integration):
         self.tables: dict[str, dict[str, dict[str, str]]] = {}
         self.paths: dict[str, Path] = {}
+        self.conflicts: dict[str, dict[str, list[int]]] = {}  # table -> key -> CSV lines of its differing rows
         for name, table in integ.mapping.lookups.items():
             import pandas as pd  # only when there are tables: importing pandas costs ~1 s
 
             path = config.lookup_path(table)
             try:
                 frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-                frame = frame.drop_duplicates(subset=[table.key], keep="last")
-                self.tables[name] = frame.set_index(table.key, drop=False).to_dict(orient="index")
+                frame = frame.drop_duplicates(keep="first")  # the same row twice is harmless
+                # A key on rows that differ is ambiguous: documents that need it fail, named, rather
+                # than taking whichever row came last.
+                twice = frame[table.key].duplicated(keep=False)
+                self.conflicts[name] = {
+                    str(k): [int(i) + 2 for i in rows]  # line numbers: the header is line 1
+                    for k, rows in frame[twice].groupby(table.key).groups.items()
+                }
+                self.tables[name] = frame[~twice].set_index(table.key, drop=False).to_dict(orient="index")
             except Exception as exc:  # noqa: BLE001 - a ragged row, bad encoding...: name the table, not pandas' internals
                 raise ConfigError(
                     [f"integration {integ.key!r}: mapping.lookups.{name}.file: cannot read CSV {path}: "
                      f"{type(exc).__name__}: {' '.join(str(exc).split())}; fix the file (every row needs the header's columns, UTF-8)"]
                 ) from None
             self.paths[name] = path
+            if self.conflicts[name]:
+                _warn(f"integration {integ.key!r}: lookup table {name!r} ({path}) has {len(self.conflicts[name])} key(s) "
+                      f"on rows with different values ({_conflict_list(self.conflicts[name])}); documents that need them "
+                      f"fail until the CSV has one row per key")
 
     def get(self, table: str, key: str) -> dict[str, str] | None:
         return self.tables[table].get(key)
+
+    def conflict(self, table: str, key: str) -> list[int]:
+        """CSV line numbers of the differing rows that share `key` (empty when the key is unambiguous)."""
+        return self.conflicts.get(table, {}).get(key, [])
+
+
+def _conflict_list(conflicts: dict[str, list[int]], limit: int = 5) -> str:
+    shown = [f"{k!r} on lines {', '.join(map(str, lines))}" for k, lines in list(conflicts.items())[:limit]]
+    return "; ".join(shown) + (f"; and {len(conflicts) - limit} more" if len(conflicts) > limit else "")
+
+
+def _warn(message: str) -> None:
+    """A warning in the run's logs when there is a run (the CLI's preview has none)."""
+    try:
+        from prefect import get_run_logger
+
+        get_run_logger().warning("%s", message)
+    except Exception:  # noqa: BLE001 - outside a run
+        logging.getLogger("docroute.mapping").warning("%s", message)
 
 
 def sanitize_segment(value: str, rules: Sanitize) -> str:
@@ -189,6 +221,13 @@ def map_fields(doc: Document, integ: Integration, lookups: Lookups, values: dict
             fields[name] = values.get(spec["from"])
         else:  # lookup
             key = renderer.text(str(spec["key"]), f"{where}.key")
+            lines = lookups.conflict(spec["lookup"], key)
+            if lines:
+                raise MappingError(
+                    f"document {doc.id}: {where}: key {key!r} is on {len(lines)} rows with different values in lookup "
+                    f"table {spec['lookup']!r} ({lookups.paths[spec['lookup']]}, lines {', '.join(map(str, lines))}); "
+                    f"keep one row per key"
+                )
             row = lookups.get(spec["lookup"], key)
             if row is None:
                 if "default" in spec:

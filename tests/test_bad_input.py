@@ -481,7 +481,16 @@ def test_broken_lookup_table(workspace):
     assert_delivered(workspace, good)
     assert "key 'S-9' not found" in open_row(workspace, key, "LOOKUP-MISS")["last_error"]
 
-    csv.write_text("supplier_number,vendor_code\nS-1,V-1\nS-9,V-9\n")
+    # S-9 twice with different codes: ambiguous, never last-wins; the same row twice (S-1) is harmless
+    csv.write_text("supplier_number,vendor_code\nS-1,V-1\nS-9,V-9\nS-1,V-1\nS-9,V-99\n")
+    state = run(key)
+    assert state.is_failed()
+    assert ("LOOKUP-MISS: mapping.fields.vendor: key 'S-9' is on 2 rows with different values in lookup table "
+            f"'vendors' ({csv}, lines 3, 5); keep one row per key") in state.message
+    warnings = [m for m in logs_of(state) if "has 1 key(s) on rows with different values" in m]
+    assert warnings and "'S-9' on lines 3, 5" in warnings[0]
+
+    csv.write_text("supplier_number,vendor_code\nS-1,V-1\nS-9,V-9\nS-1,V-1\n")
     assert delivered_ids(sync(integration=key)) == ["LOOKUP-MISS"]
     assert_settled(workspace, key, "LOOKUP-MISS")
 
