@@ -254,6 +254,12 @@ class Connector(ABC):
         """Ability.TOKEN_REFRESH: refresh and save the new token to the block at once."""
         raise NotImplementedError
 
+    def files_written(self, package: Package) -> list[PackageFile]:
+        """The files of `package` this destination stores as files (Ability.INVENTORY: what reconcile
+        expects to list). All of them, unless a connector carries some another way (S3 metadata in
+        headers: no sidecar object)."""
+        return list(package.files)
+
     def inventory(self, prefix: str = "", hashes: bool = False) -> Iterable[RemoteFile]:
         """Ability.INVENTORY: every file under `prefix` (relative), temp/partial files flagged.
 

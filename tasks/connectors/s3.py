@@ -178,7 +178,7 @@ class S3Connector(Connector):
             )
         return key
 
-    def _files(self, package: Package) -> list[PackageFile]:
+    def files_written(self, package: Package) -> list[PackageFile]:
         if self.connection.metadata == "headers":  # the fields travel as headers only
             return [f for f in package.files if f.role != "sidecar"]
         return list(package.files)
@@ -282,7 +282,7 @@ class S3Connector(Connector):
         # Every file, not just the main one: a crash after the PDF but before the sidecar
         # (the trigger) must not count as delivered.
         written = []
-        for f in self._files(package):
+        for f in self.files_written(package):
             key = self._key(package, f)
             head = self._head(package, key)
             if head is None or not self._identical(head, f):
@@ -291,7 +291,7 @@ class S3Connector(Connector):
         return self._delivery(written, [])
 
     def remove_partial(self, package: Package) -> None:
-        for f in self._files(package):
+        for f in self.files_written(package):
             key = self._key(package, f)
             paginator = self.client.get_paginator("list_multipart_uploads")
             try:
@@ -306,7 +306,7 @@ class S3Connector(Connector):
     def deliver(self, package: Package) -> Delivery:
         metadata, dropped = self._metadata(package)
         written = []
-        for f in self._files(package):  # document first, sidecar (the trigger) last
+        for f in self.files_written(package):  # document first, sidecar (the trigger) last
             key = self._key(package, f)
             extra: dict[str, Any] = {
                 "ContentType": f.media_type or "application/octet-stream",

@@ -71,7 +71,7 @@ def test_inventory_lists_delivered_files_under_their_paths_and_refs(harness, con
         pytest.skip("connector cannot list its destination")
     package = make_package(tmp_path, "INV-3103", pdf_size=1000)
     delivery = connector.deliver(package)
-    written = getattr(connector, "_files", lambda p: p.files)(package)  # S3 with metadata in headers: no sidecar
+    written = connector.files_written(package)  # S3 with metadata in headers: no sidecar
     listed = {f.path: f for f in connector.inventory(package.folder, hashes=True)}
     assert set(listed) == {package.path_of(f) for f in written}
     for f in written:
