@@ -4,6 +4,7 @@ no temp file left, and a reconcile run that finds no difference."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -33,8 +34,8 @@ def _integration(ws, server, root, port, pool_size=4, **kw):
         Fault("drop", after=60_000),
         Fault("reset", after=60_000),
         Fault("stall", after=60_000, seconds=4),  # longer than the connector's 1.5 s timeout
-        # the answers stop: confirmations are lost (login takes ~2.5 kB of answers, one pipelined exchange ~2.8 kB)
-        Fault("drop", after=3_500, direction="down"),
+        # the answers stop 1 kB after the login (an exchange's answers are ~2.8 kB): confirmations are lost
+        Fault("drop", after=1_000, direction="down"),
     ],
     ids=["drop-upload", "reset-upload", "stall-upload", "drop-answers"],
 )
@@ -42,6 +43,13 @@ def test_sftp_connection_broken_mid_transfer_is_retried_and_delivers_exactly_onc
     proxy = proxies(sftp_server.port)
     key = _integration(workspace, sftp_server, sftp_dest, proxy.port)
     ids = seed_docs(workspace, 12, pdf_size=DOC_SIZE)
+    if fault.direction == "down":  # count the answers from the end of the login, whatever its size
+        probe = SftpConnection.load(f"sftp-{workspace.tag}").connector()
+        probe.open()
+        login = proxy.connections[-1].down
+        probe.close()
+        proxy.connections.clear()
+        fault = dataclasses.replace(fault, after=login + fault.after)
     proxy.plan(fault)
     result = sync(integration=key)  # the retry within the run reconnects through a healthy connection
     assert proxy.fired == 1 and len(proxy.connections) >= 2  # the fault really hit, then a new connection
