@@ -83,7 +83,6 @@ class RunContext:
         self.work: list[WorkItem] = []
         self.outcomes: list[Outcome] = []
         self.last_send = 0.0
-        self.senders = 1  # threads sending a chunk (Ability.PARALLEL)
         self.refused: CredentialsRefusedError | None = None  # the destination refused the credentials: stop sending
 
 
@@ -244,7 +243,6 @@ def deliver_batch(ctx: RunContext, start: int, stop: int) -> int:
     connector = ctx.connector
     workers = connector.parallelism if connector is not None and Ability.PARALLEL in connector.abilities else 1
     pool = ThreadPoolExecutor(workers, thread_name_prefix="docroute-send") if workers > 1 else None
-    ctx.senders = workers
     chunk: list[Send] = []
     inflight: list[Batch] | None = None  # the chunk being sent
     try:
@@ -381,7 +379,7 @@ def _start_chunk(ctx: RunContext, sends: list[Send], pool: ThreadPoolExecutor | 
     connector = ctx.connector
     assert connector is not None
     if Ability.PIPELINE in connector.abilities and not ctx.integ.throttle_per_second:
-        senders = ctx.senders if pool is not None else 1
+        senders = connector.parallelism if pool is not None else 1  # the pool has one thread per connection
         size = -(-len(sends) // senders)
         groups = [sends[i : i + size] for i in range(0, len(sends), size)]
         work = _deliver_group
@@ -440,15 +438,8 @@ def _deliver_group(ctx: RunContext, group: list[Send]) -> list[L.Result]:
         if ctx.refused is not None:
             results.update((i, _not_sent(ctx, group[i])) for i, _ in again)
             break
-        delay = max(e.retry_after if e.retry_after is not None else integ.retry_delay * 2**attempt for _, e in again)
-        logger = get_run_logger()
-        for i, exc in again:
-            logger.info("document %s: transient error, retry %d in %.1fs: %s", group[i].doc.id, attempt + 1, delay, exc)
-        time.sleep(min(delay, MAX_BACKOFF))
+        _back_off(ctx, [(group[i].package, exc) for i, exc in again], attempt)
         attempt += 1
-        if Ability.REMOVE_PARTIAL in connector.abilities:
-            for i, _ in again:  # a connection lost mid-upload leaves temp files; the retry uses new names
-                _remove_partial(ctx, group[i].package)
         pending = [i for i, _ in again]
     return [results[i] for i in range(len(group))]
 
@@ -541,14 +532,23 @@ def _send(ctx: RunContext, package):
         except DeliveryError as exc:
             if exc.permanent or attempt >= integ.retries:
                 raise
-            delay = exc.retry_after if exc.retry_after is not None else integ.retry_delay * 2**attempt
-            get_run_logger().info("document %s: transient error, retry %d in %.1fs: %s", package.doc_id, attempt + 1, delay, exc)
-            time.sleep(min(delay, MAX_BACKOFF))
+            _back_off(ctx, [(package, exc)], attempt)
             attempt += 1
-            # A connection lost mid-upload leaves its temp file (it cannot be removed over a dead
-            # connection) and the retry uses a new temp name: remove it before sending again.
-            if Ability.REMOVE_PARTIAL in ctx.connector.abilities:
-                _remove_partial(ctx, package)
+
+
+def _back_off(ctx: RunContext, failures: list[tuple[Any, DeliveryError]], attempt: int) -> None:
+    """Before retry `attempt + 1` of these packages' transient failures: log, wait (Retry-After or
+    doubling backoff, the longest of them), and remove what the failed attempts left behind."""
+    delay = max(e.retry_after if e.retry_after is not None else ctx.integ.retry_delay * 2**attempt for _, e in failures)
+    logger = get_run_logger()
+    for package, exc in failures:
+        logger.info("document %s: transient error, retry %d in %.1fs: %s", package.doc_id, attempt + 1, delay, exc)
+    time.sleep(min(delay, MAX_BACKOFF))
+    # A connection lost mid-upload leaves temp files (they cannot be removed over a dead
+    # connection) and the retry uses new temp names: remove them before sending again.
+    if Ability.REMOVE_PARTIAL in ctx.connector.abilities:
+        for package, _ in failures:
+            _remove_partial(ctx, package)
 
 
 def _remove_partial(ctx: RunContext, package) -> None:
