@@ -163,11 +163,15 @@ def plan_run(
                 raise ValueError(f"integration {integ.key}: document {doc_id} is not in {ctx.source.label} for client {integ.client}")
             items[doc_id] = _item(found, targeted=True)
     else:
-        candidates, problems = ctx.source.candidates(integ.client)
         now = datetime.now(timezone.utc)
-        for cand in candidates:
+
+        def in_window(approved_at: datetime) -> bool:
             # approved "in the future" (a capture system's clock or time zone): reported as waiting, never ignored
-            if cand.approved_at is not None and (start <= cand.approved_at <= end or (not ranged and cand.approved_at > now)):
+            return start <= approved_at <= end or (not ranged and approved_at > now)
+
+        candidates, problems = ctx.source.candidates(integ.client, keep=in_window)
+        for cand in candidates:
+            if cand.approved_at is not None and in_window(cand.approved_at):
                 if not types or cand.meta.get("type") in types:
                     items[cand.doc_id] = WorkItem(cand)
         for problem in problems:

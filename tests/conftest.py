@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -121,3 +123,27 @@ def confirmations(ws, key):
         if e["event"] in ("delivered", "already-present"):
             out[e["doc_id"]] = out.get(e["doc_id"], 0) + 1
     return out
+
+
+_opened: list[str] | None = None  # where opened_files() records, while one is active
+
+
+def _audit(event: str, args: tuple) -> None:
+    if event == "open" and _opened is not None:
+        _opened.append(str(args[0]))
+
+
+@contextlib.contextmanager
+def opened_files():
+    """The paths this process opens meanwhile (any thread), seen by a Python audit hook: what really
+    happens, nothing replaced. The hook stays installed (they cannot be removed) but records nothing
+    outside this block."""
+    global _opened
+    if not getattr(_audit, "installed", False):
+        sys.addaudithook(_audit)
+        _audit.installed = True
+    _opened = []
+    try:
+        yield _opened
+    finally:
+        _opened = None

@@ -18,7 +18,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 from flows.backfill import BackfillFailed, backfill, backfill_id, chunks_of, window
 from tasks.ledger import DELIVERED
 from tasks.sources.seed import write_document
-from tests.conftest import confirmations, utc
+from tests.conftest import confirmations, opened_files, utc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -298,3 +298,19 @@ def test_prefect_deployment_run_with_params_runs_the_backfill_deployment_and_a_u
 async def _deployment(name):
     async with get_client() as client:
         return await client.read_deployment_by_name(name)
+
+
+def test_each_chunk_reads_only_its_own_documents_metadata_after_the_first(workspace):
+    client = f"r{workspace.tag}"
+    key = workspace.integration(client=client)
+    days = list(range(1, 11))
+    ids = seed_days(workspace, client, days)
+    inbox = str(workspace.inbox)
+    with opened_files() as opened:
+        state = backfill(integration=key, since=utc(2026, 3, 1), until=utc(2026, 3, 10), chunk="1d", return_state=True)
+        reads = [p for p in opened if p.startswith(inbox) and p.endswith(".json")]
+    assert state.is_completed(), state.message
+    assert delivered(workspace, client) == sorted(ids)
+    # the first chunk reads every metadata file; the nine others only their own day's two (without
+    # the index: every file in every chunk, 10 x 20)
+    assert len(reads) == len(ids) + 9 * 2, sorted(reads)

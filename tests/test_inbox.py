@@ -14,7 +14,7 @@ from blocks.capture_inbox import CaptureInboxFolder
 from tasks.documents import Document
 from tasks.sources.inbox import Candidate, InboxFolderSource, SourceProblem
 from tasks.sources.seed import pdf_bytes, write_document
-from tests.conftest import utc
+from tests.conftest import opened_files, utc
 
 APPROVED = utc(2026, 3, 5, 10, 30)
 
@@ -78,6 +78,37 @@ def test_candidates_are_only_the_wanted_clients_documents(inbox, source):
     assert source.candidates("initech") == ([], [])
     assert source.candidate("GLX-1", "acme") is None  # not this client's
     assert isinstance(source.candidate("GLX-1", "globex"), Candidate)
+
+
+def test_a_scan_with_a_window_skips_metadata_known_to_fall_outside_it(inbox, source):
+    from datetime import timedelta
+
+    march = lambda t: utc(2026, 3, 1) <= t <= utc(2026, 3, 31)  # noqa: E731 - a backfill chunk's window
+    write(inbox, "IN-1")  # approved in March
+    write(inbox, "OUT-1", approved_at=APPROVED - timedelta(days=60))
+    write(inbox, "GLX-1", client="globex")
+    write_meta(inbox, "NOT-APPROVED", {"client": "acme", "type": "invoice", "status": "draft"})
+    (inbox / "NOT-APPROVED.pdf").write_bytes(pdf_bytes("x"))
+    write_meta(inbox, "BROKEN", "{not json")
+    backdate(*inbox.iterdir())
+    first, _ = source.candidates("acme", keep=march)  # reads every metadata file once
+    assert sorted(c.doc_id for c in first) == ["IN-1", "NOT-APPROVED", "OUT-1"]  # the window is the caller's to apply
+
+    with opened_files() as opened:
+        found, problems = source.candidates("acme", keep=march)
+    read = sorted(Path(p).name for p in opened if p.endswith(".json"))
+    assert read == ["BROKEN.json", "IN-1.json"]  # unreadable ones are always read again: their problem is reported
+    assert [c.doc_id for c in found] == ["IN-1"] and [p.doc_id for p in problems] == ["BROKEN"]
+
+    # a changed file is read again: OUT-1 approved again in March now
+    meta = json.loads((inbox / "OUT-1.json").read_text())
+    meta["approved_at"] = APPROVED.isoformat()
+    write_meta(inbox, "OUT-1", meta)
+    assert sorted(c.doc_id for c in source.candidates("acme", keep=march)[0]) == ["IN-1", "OUT-1"]
+    # without a window nothing is skipped
+    with opened_files() as opened:
+        assert sorted(c.doc_id for c in source.candidates("acme")[0]) == ["IN-1", "NOT-APPROVED", "OUT-1"]
+    assert len([p for p in opened if p.endswith(".json")]) == 5
 
 
 def test_naive_approval_time_is_utc_and_unapproved_has_none(inbox, source):

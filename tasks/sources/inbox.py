@@ -13,6 +13,7 @@ import json
 import mimetypes
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,6 +63,28 @@ def _parse_time(value: Any) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
+# What each metadata file said last time this process read it: path -> ((size, mtime_ns, inode),
+# client, approved_at). Lets a scan with a window skip files the window drops (InboxFolderSource.candidates).
+_SEEN: dict[str, tuple[tuple[int, int, int] | None, Any, datetime | None]] = {}
+_SEEN_MAX = 200_000  # entries (~150 bytes each); beyond that, start over
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _remember(path: Path, key: tuple[int, int, int] | None, client: Any, approved_at: datetime | None) -> None:
+    if key is None:
+        return
+    if len(_SEEN) >= _SEEN_MAX:
+        _SEEN.clear()
+    _SEEN[str(path)] = (key, client, approved_at)
+
+
 class InboxFolderSource:
     """Reads documents from a CaptureInboxFolder block's folder."""
 
@@ -77,8 +100,13 @@ class InboxFolderSource:
     def _young(self, path: Path, now: float) -> bool:
         return now - path.stat().st_mtime < self.block.settle_seconds
 
-    def candidates(self, client: str) -> tuple[list[Candidate], list[SourceProblem]]:
-        """Every readable document of `client` in the inbox, and problems that may concern it."""
+    def candidates(self, client: str, keep: Callable[[datetime], bool] | None = None) -> tuple[list[Candidate], list[SourceProblem]]:
+        """Every readable document of `client` in the inbox, and problems that may concern it.
+
+        keep: the run's window. A metadata file unchanged since this process last read it (same
+        size, mtime and inode) and known to be another client's, or approved where keep() says no
+        (or not approved), is skipped without reading it: a backfill's chunks each scan the inbox.
+        Unreadable files are always read again, so their problems are always reported."""
         if not self.root.is_dir():
             raise FileNotFoundError(f"{self.label}: folder does not exist")
         found: list[Candidate] = []
@@ -87,6 +115,10 @@ class InboxFolderSource:
         for meta_path in sorted(self.root.glob("*.json")):
             if meta_path.name.startswith("."):
                 continue
+            if keep is not None:
+                seen = _SEEN.get(str(meta_path))
+                if seen is not None and seen[0] == _stat_key(meta_path) and (seen[1] != client or seen[2] is None or not keep(seen[2])):
+                    continue
             result = self._read(meta_path.stem, now, wanted_client=client)
             if isinstance(result, Candidate):
                 found.append(result)
@@ -105,6 +137,7 @@ class InboxFolderSource:
             if archived.exists():
                 return None  # archived after a recorded delivery
             return SourceProblem(doc_id, wanted_client, f"document {doc_id}: {meta_path.name} is missing from {self.label}", False)
+        stat_key = _stat_key(meta_path)
         try:
             text = meta_path.read_bytes().decode("utf-8")
             meta = json.loads(text)
@@ -124,6 +157,7 @@ class InboxFolderSource:
             return SourceProblem(doc_id, None, f"document {doc_id}: {meta_path.name} {what}", young)
         client = meta.get("client")
         if client != wanted_client:
+            _remember(meta_path, stat_key, client, None)
             return None
         try:
             approved_at = _parse_time(meta.get("approved_at"))
@@ -139,6 +173,7 @@ class InboxFolderSource:
                 raise ValueError("field 'files' must be a list of file names")
         except ValueError as exc:
             return SourceProblem(doc_id, client, f"document {doc_id}: bad metadata in {meta_path.name}: {exc}", False)
+        _remember(meta_path, stat_key, client, approved_at)  # readable: its client and approval time decide the window
         names = meta.get("files") or [f"{doc_id}.pdf"]
         parts = []
         for name in names:
