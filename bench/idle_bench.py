@@ -371,6 +371,7 @@ def main() -> None:
         from blocks.capture_inbox import CaptureInboxFolder
         from blocks.local_folder import LocalFolderConnection
         from deployments.deploy import FLOW_NAME
+        from flows.demo import serve_deployments
         from tasks.sources.seed import write_document
 
         register_block_types()
@@ -382,14 +383,7 @@ def main() -> None:
             write_document(work / "inbox", f"IDLE{i:06d}", client=client, approved_at=now - timedelta(minutes=5),
                            pdf_size=args.size, metadata={"number": f"N{i}", "supplier": "Globex", "supplier_number": f"S-{i % max(args.lookup_rows, 1):06d}"})
         names = [f"{FLOW_NAME}/{k.replace('/', '-')}" for k in keys]
-        serving = subprocess.Popen(
-            [sys.executable, "-m", "deployments.deploy"],
-            stdout=(work / "serve.log").open("w"),
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env=env,
-            start_new_session=True,
-        )
+        serving = serve_deployments(work / "serve.log", env)
         served = measure_served(args, names, serving.pid, server.pid)
         result["served"] = served
         delivered = sum(1 for p in (work / "out").rglob("*.pdf"))

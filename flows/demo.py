@@ -123,6 +123,19 @@ def save_blocks(data: Path, webhook: WebhookReceiver, webhook_secret: str) -> No
     ).save("partner-sftp", overwrite=True)
 
 
+def serve_deployments(log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Serve every enabled integration's deployment (`python -m deployments.deploy`) in its own
+    process group, logging to `log`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "deployments.deploy"],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+    )
+
+
 async def _wait_for_deployments(names: list[str], timeout: float = 120) -> dict[str, object]:
     from prefect.client.orchestration import get_client
 
@@ -223,13 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [f"{FLOW_NAME}/{deployment_name(i)}" for i in config.integrations.values() if i.enabled]
         on_demand = [i.key for i in config.integrations.values() if not i.enabled]
         print(f"Serving {len(names)} deployments (log: {data / 'serve.log'}) ...")
-        serving = subprocess.Popen(
-            [sys.executable, "-m", "deployments.deploy"],
-            stdout=(data / "serve.log").open("w"),
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            start_new_session=True,
-        )
+        serving = serve_deployments(data / "serve.log")
         asyncio.run(_wait_for_deployments(names))
         print("Running one sync per integration ...")
         states = asyncio.run(_run_all(names))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import posixpath
 import string
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -336,9 +337,7 @@ def reconcile(
         logger.warning("%s: %s", integ.key, message)
         return {"integration": integ.key, "listable": False, "message": message, "differences": [], "delivered": delivered_rows}
 
-    by_kind: dict[str, int] = {}
-    for d in diffs:
-        by_kind[d.kind] = by_kind.get(d.kind, 0) + 1
+    by_kind = Counter(d.kind for d in diffs)
     outcome = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items())) or "no difference"
     create_table_artifact(
         key=f"reconcile-{integ.slug}",

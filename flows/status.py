@@ -102,32 +102,27 @@ def _deployments(integrations: list[Integration]) -> dict[str, dict[str, Any]]:
                 state = ON_DEMAND
             else:
                 state = ACTIVE
-            by_deployment = FlowRunFilterDeploymentId(any_=[dep.id])
-            completed = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    deployment_id=by_deployment,
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED])),
-                ),
-                sort=FlowRunSort.END_TIME_DESC,
-                limit=1,
-            )
-            latest = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    deployment_id=by_deployment,
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED])),
-                ),
-                sort=FlowRunSort.START_TIME_DESC,
-                limit=1,
-            )
+
+            def newest(states: FlowRunFilterStateType, sort: FlowRunSort):
+                runs = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        deployment_id=FlowRunFilterDeploymentId(any_=[dep.id]), state=FlowRunFilterState(type=states)
+                    ),
+                    sort=sort,
+                    limit=1,
+                )
+                return runs[0] if runs else None
+
+            completed = newest(FlowRunFilterStateType(any_=[StateType.COMPLETED]), FlowRunSort.END_TIME_DESC)
+            run = newest(FlowRunFilterStateType(not_any_=[StateType.SCHEDULED]), FlowRunSort.START_TIME_DESC)
             last_run = ""
-            if latest and latest[0].state is not None:
-                run = latest[0]
+            if run is not None and run.state is not None:
                 when = run.start_time or run.expected_start_time
                 last_run = f"{run.state.name} {when:%Y-%m-%d %H:%M} UTC" if when else run.state.name
             out[integ.key] = {
                 "state": state,
                 "schedule": ", ".join(_every(s.schedule) for s in schedules),
-                "last_ok": completed[0].end_time if completed else None,
+                "last_ok": completed.end_time if completed else None,
                 "last_run": last_run,
             }
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -576,9 +577,7 @@ def _report(integ: Integration, outcomes: list[Outcome], window: tuple[datetime,
         }
         for o in outcomes
     ]
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
+    counts = Counter(o.status for o in outcomes)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new"
     create_table_artifact(
         key=f"sync-{integ.slug}",
