@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import ClassVar, Literal
-from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from blocks.base import ConnectionBlock
+from blocks.base import ConnectionBlock, http_url, url_label
 
 MiB = 1024 * 1024
 SECRET_PREFIX = "whsec_"
@@ -17,13 +16,6 @@ SECRET_PREFIX = "whsec_"
 RESERVED_HEADERS = {
     "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "authorization", "docroute-mode"
 }
-
-
-def endpoint_label(url: str) -> str:
-    """'scheme://host[:port]/path' of a URL: no user:password@, no query, no fragment."""
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
 class WebhookConnection(ConnectionBlock):
@@ -102,11 +94,7 @@ class WebhookConnection(ConnectionBlock):
     @field_validator("url", "test_url", "certification_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("must be an http:// or https:// URL with a host")
-        return value
+        return http_url(value)
 
     @field_validator("signing_secrets")
     @classmethod
@@ -143,17 +131,12 @@ class WebhookConnection(ConnectionBlock):
 
     def label(self, url: str | None = None) -> str:
         """'webhook scheme://host/path' of the endpoint: never a credential or query string."""
-        return f"webhook {endpoint_label(url or self.url)}"
+        return f"webhook {url_label(url or self.url)}"
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in an error (used to scrub receivers' answers)."""
-        values = []
-        for s in self.signing_secrets:
-            raw = s.get_secret_value()
-            values += [raw, raw[len(SECRET_PREFIX):]]
-        for s in (self.bearer_token, self.password):
-            if s is not None:
-                values.append(s.get_secret_value())
+        values = super().secret_values()
+        values += [s.get_secret_value()[len(SECRET_PREFIX):] for s in self.signing_secrets]  # the key without its prefix
         if self.auth == "basic" and self.username and self.password:
             values.append(base64.b64encode(f"{self.username}:{self.password.get_secret_value()}".encode()).decode())
         return [v for v in values if v]

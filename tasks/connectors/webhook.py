@@ -1,4 +1,4 @@
-"""Webhook connector: one signed POST per document (Standard Webhooks), over one requests.Session.
+"""Webhook connector: one signed POST per document (Standard Webhooks), over the shared HTTP layer (tasks.http).
 
 Body (`WebhookConnection.payload`):
 - json: ``{"type": "document.exported", "mode": "production", "document": {id, version, client,
@@ -26,10 +26,12 @@ as UTF-8 before verifying, so it cannot verify binary multipart bodies; such rec
 should verify over the raw bytes or use payload=json.
 
 Answers: 2xx = delivered (remote_ref = Location header, else an "id" in a JSON answer, else
-the webhook-id); 410 = endpoint gone (permanent); 408, 429, 5xx, connection errors and
-timeouts = transient, with Retry-After honoured; redirects are not followed (a 3xx is
-permanent: configure the final URL); other 4xx permanent. Messages name the document and
-the endpoint, carry the status and at most 300 characters of the answer, scrubbed of secrets.
+the webhook-id); 410 = endpoint gone (permanent). Everything else is tasks.http's (one HttpClient
+per connector: TLS checked at open(), timeouts, the endpoint's hosts only, classification, Retry-After,
+scrubbing): 408, 429, 5xx, connection errors and timeouts transient; redirects not followed; other
+4xx permanent; messages name the document and the endpoint, carry the status and at most 300
+characters of the answer, scrubbed of secrets. A POST is not retried by the layer (the sync engine
+retries per document, with the same webhook-id).
 
 check(): a signed POST of ``{"type": "docroute.check"}`` (a fresh webhook-id each time), the
 same request path a document takes, so TLS, authentication and signature are all exercised.
@@ -41,20 +43,15 @@ import base64
 import hashlib
 import hmac
 import json
-import re
-import ssl
 import tempfile
 import time
 import uuid
-from datetime import timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
 
 import requests
 
 from blocks.webhook import SECRET_PREFIX
 from tasks.connectors.base import (
-    Ability,
     CheckResult,
     Connector,
     Delivery,
@@ -62,17 +59,22 @@ from tasks.connectors.base import (
     Mode,
     Package,
     PackageFile,
-    CredentialsRefusedError,
     PermanentDeliveryError,
     TransientDeliveryError,
     VerifyingReader,
 )
+from tasks.http import HttpClient, parse_retry_after
+
+__all__ = ["WebhookConnector", "parse_retry_after"]  # parse_retry_after: moved to tasks.http, still importable here
 
 SPOOL_IN_MEMORY = 1024 * 1024
 READ_SIZE = 3 * 256 * 1024  # a multiple of 3: base64 chunks concatenate without padding
-ANSWER_CHARS = 300
 USER_AGENT = "docroute-webhook/1"
-TRANSIENT_STATUSES = {408, 425, 429}
+# The webhook's own words for two answers (tasks.http says "gone" and "credentials refused").
+NOTES = {
+    410: "endpoint gone; it asks not to be sent to again",
+    401: "credentials refused (wrong bearer token, password or signing secret on the connection?)",
+}
 
 
 class _Body:
@@ -89,55 +91,21 @@ class _Body:
         return self._spool.read(n)
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception (urllib3 wraps ssl/socket errors several levels deep)."""
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = exc.__cause__ or exc.__context__
-        if inner is None:
-            for arg in getattr(exc, "args", ()):
-                if isinstance(arg, BaseException):
-                    inner = arg
-                    break
-            else:
-                reason = getattr(exc, "reason", None)
-                inner = reason if isinstance(reason, BaseException) else None
-        if inner is None:
-            break
-        exc = inner
-    return exc
-
-
 class WebhookConnector(Connector):
     """POSTs each package to the connection's URL (test_url in test mode, certification_url or url in
     certification mode), signed. The mode travels in the signed body and a docroute-mode header."""
 
-    abilities = frozenset({Ability.CERTIFICATION})
-
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._session: requests.Session | None = None
+        self._http: HttpClient | None = None
         self._keys = [
             base64.b64decode(s.get_secret_value()[len(SECRET_PREFIX):]) for s in self.connection.signing_secrets
         ]
-        self._secrets = sorted(self.connection.secret_values(), key=len, reverse=True)
+
+    def certification(self) -> str:
+        """Ability.CERTIFICATION: certification-mode deliveries go to certification_url (default: url),
+        saying "mode": "certification" in the signed body and the docroute-mode header."""
+        return f"certification_url {self.connection.label(self.connection.certification_url)}"
 
     # -- lifecycle ----------------------------------------------------------
     @property
@@ -156,46 +124,37 @@ class WebhookConnector(Connector):
         return block.label(block.certification_url if self.mode == Mode.CERTIFICATION else None)
 
     def open(self) -> None:
-        """Start the session and check the endpoint's TLS certificate: a certificate problem is the
+        """Start the HTTP client and check the endpoint's TLS certificate: a certificate problem is the
         connection's, so the sync run stops before any document is touched (and none is parked for it)."""
         self._start_session()
-        self._check_certificate()
-
-    def _check_certificate(self) -> None:
-        """A HEAD request to the endpoint over https; only certificate and ca_bundle problems raise
-        (any HTTP answer, even 405, is fine; other network errors are left to the deliveries)."""
         try:
             url = self.url
         except DeliveryError:
             return  # no test_url: each document says so
-        if not (self.connection.verify_tls and url.startswith("https:")):
-            return
-        timeout = self.connection.timeout
-        try:
-            self._session.head(url, timeout=(timeout, timeout), allow_redirects=False, verify=self._verify)
-        except requests.RequestException as exc:
-            if isinstance(_root_cause(exc), ssl.SSLCertVerificationError):
-                raise self._request_error(None, exc) from None
-        except OSError as exc:  # requests raises a bare OSError for a ca_bundle path that is not there
-            raise PermanentDeliveryError(f"{self.label}: ca_bundle {self.connection.ca_bundle!r} cannot be used: {exc}") from None
+        self._http.check_tls(url)
 
     def _start_session(self) -> None:
         block = self.connection
-        session = requests.Session()
-        # Passed on every request too: a session-level verify loses to REQUESTS_CA_BUNDLE (requests #3829).
-        self._verify = block.ca_bundle if (block.verify_tls and block.ca_bundle) else block.verify_tls
-        session.verify = self._verify
-        session.headers.update({"User-Agent": USER_AGENT, **block.headers})
+        headers = dict(block.headers)
         if block.auth == "bearer":
-            session.headers["Authorization"] = f"Bearer {block.bearer_token.get_secret_value()}"
-        elif block.auth == "basic":
-            session.auth = (block.username, block.password.get_secret_value())
-        self._session = session
+            headers["Authorization"] = f"Bearer {block.bearer_token.get_secret_value()}"
+        self._http = HttpClient(
+            self.label,
+            hosts=[u for u in (block.url, block.test_url, block.certification_url) if u],
+            verify=block.verify_tls,
+            ca_bundle=block.ca_bundle,
+            timeout=block.timeout,
+            headers=headers,
+            user_agent=USER_AGENT,
+            auth=(block.username, block.password.get_secret_value()) if block.auth == "basic" else None,
+            secrets=block.secret_values(),
+            notes=NOTES,
+        )
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     # -- the interface ------------------------------------------------------
     def check(self) -> CheckResult:
@@ -203,8 +162,8 @@ class WebhookConnector(Connector):
         try:
             with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as spool:
                 spool.write(body)
-                response = self._post(spool, len(body), "application/json", f"chk_{uuid.uuid4().hex}")
-                status, text = response.status_code, self._answer(response)
+                response = self._post(spool, len(body), "application/json", f"chk_{uuid.uuid4().hex}", check=False)
+                status, text = response.status_code, self._http.answer(response)
         except DeliveryError as exc:
             return CheckResult(False, f"{self.label}: check request failed: {exc}")
         if 200 <= status < 300:
@@ -234,15 +193,11 @@ class WebhookConnector(Connector):
                 content_type = f"multipart/form-data; boundary={boundary}"
                 self._write_multipart(package, spool, boundary)
             size = spool.tell()
-            response = self._post(spool, size, content_type, webhook_id, package)
-            status = response.status_code
-            text = self._answer(response)
-        if 200 <= status < 300:
-            return Delivery(
-                remote_ref=self._remote_ref(response, text) or webhook_id,
-                detail={"status": status, "webhook_id": webhook_id, "payload": fmt, "bytes": size},
-            )
-        raise self._status_error(package, response, text)
+            response = self._post(spool, size, content_type, webhook_id, package)  # raises unless 2xx
+        return Delivery(
+            remote_ref=self._remote_ref(response) or webhook_id,
+            detail={"status": response.status_code, "webhook_id": webhook_id, "payload": fmt, "bytes": size},
+        )
 
     # -- building the body --------------------------------------------------
     def _document(self, package: Package) -> dict[str, Any]:
@@ -317,9 +272,10 @@ class WebhookConnector(Connector):
         return " ".join(f"v1,{base64.b64encode(mac.digest()).decode()}" for mac in macs)
 
     def _post(
-        self, spool: BinaryIO, size: int, content_type: str, webhook_id: str, package: Package | None = None
+        self, spool: BinaryIO, size: int, content_type: str, webhook_id: str, package: Package | None = None,
+        check: bool = True,
     ) -> requests.Response:
-        if self._session is None:
+        if self._http is None:
             self._start_session()
         url = self.url
         timestamp = str(int(time.time()))
@@ -332,53 +288,11 @@ class WebhookConnector(Connector):
         if self._keys:
             headers["webhook-signature"] = self._signature(spool, webhook_id, timestamp)
         spool.seek(0)
-        timeout = self.connection.timeout
-        try:
-            return self._session.post(
-                url,
-                data=_Body(spool, size),
-                headers=headers,
-                timeout=(timeout, timeout),
-                allow_redirects=False,
-                verify=self._verify,
-            )
-        except requests.RequestException as exc:
-            raise self._request_error(package, exc) from None
-
-    def _request_error(self, package: Package | None, exc: requests.RequestException) -> DeliveryError:
-        who = f"document {package.doc_id}: " if package else ""
-        cause = _root_cause(exc)
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            reason = cause.verify_message or cause.reason or "certificate verify failed"
-            return PermanentDeliveryError(
-                f"{who}TLS certificate of {self.label} not accepted: {reason}. Fix the endpoint's certificate, or "
-                f"set ca_bundle on the connection to the CA that issued it"
-            )
-        if isinstance(exc, requests.Timeout):
-            return TransientDeliveryError(f"{who}{self.label} did not answer within {self.connection.timeout:g} s")
-        if isinstance(exc, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
-            reason = getattr(cause, "strerror", None) or type(cause).__name__
-            return TransientDeliveryError(f"{who}cannot reach {self.label}: {self._scrub(str(reason))}")
-        # Bad URL, bad ca_bundle path and the like: configuration, not the network.
-        return PermanentDeliveryError(f"{who}request to {self.label} failed: {type(exc).__name__}")
-
-    # -- answers ------------------------------------------------------------
-    def _answer(self, response: requests.Response) -> str:
-        """The first characters of the answer, on one line, without secrets."""
-        try:
-            text = response.content[:4096].decode(response.encoding or "utf-8", "replace")
-        except requests.RequestException:
-            text = ""
-        text = self._scrub(re.sub(r"\s+", " ", text).strip())
-        return text[:ANSWER_CHARS] + ("..." if len(text) > ANSWER_CHARS else "")
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        what = f"document {package.doc_id}" if package else ""
+        return self._http.post(url, what=what, data=_Body(spool, size), headers=headers, check=check)
 
     @staticmethod
-    def _remote_ref(response: requests.Response, text: str) -> str | None:
+    def _remote_ref(response: requests.Response) -> str | None:
         if response.headers.get("Location"):
             return response.headers["Location"]
         if "json" in response.headers.get("Content-Type", ""):
@@ -389,26 +303,3 @@ class WebhookConnector(Connector):
             if isinstance(body, dict) and isinstance(body.get("id"), (str, int)):
                 return str(body["id"])
         return None
-
-    def _status_error(self, package: Package, response: requests.Response, text: str) -> DeliveryError:
-        status = response.status_code
-        said = f"{self.label} answered {status} {response.reason or ''}".rstrip()
-        where = f"document {package.doc_id}: {said}"
-        tail = f": {text}" if text else ""
-        if status == 410:
-            return PermanentDeliveryError(f"{where}: endpoint gone; it asks not to be sent to again{tail}")
-        if status == 401:
-            return CredentialsRefusedError(
-                f"{where}: credentials refused (wrong bearer token, password or signing secret on the connection?){tail}"
-            )
-        if status in TRANSIENT_STATUSES or status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            wait = f" (Retry-After {retry_after:g} s)" if retry_after is not None else ""
-            return TransientDeliveryError(f"{where}{wait}{tail}", retry_after=retry_after)
-        if 300 <= status < 400:
-            location = response.headers.get("Location", "")
-            target = location.split("?", 1)[0] if location else "nowhere"
-            return PermanentDeliveryError(
-                f"{where}: redirect to {self._scrub(target)} not followed; set the connection's URL to the final address"
-            )
-        return PermanentDeliveryError(f"{where}{tail}")
