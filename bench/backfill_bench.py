@@ -163,7 +163,7 @@ def main() -> None:
         scenarios.append((f"big-{n}x{int(size) // 1000}KB", int(n), int(size)))
     result: dict = {"args": vars(args), "machine": machine(), "sshd": "OpenSSH on 127.0.0.1", "scenarios": []}
     try:
-        from blocks.base import register_block_types
+        from tasks.registry import register_block_types
         from blocks.capture_inbox import CaptureInboxFolder
         from blocks.sftp import SftpConnection
         from tasks.ledger import Ledger

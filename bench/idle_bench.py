@@ -281,10 +281,11 @@ def breakdown(args, key: str, env: dict) -> dict:
     out["fresh_interpreter_imports_cpu_s"] = min(_child_cpu(cmd, env) for _ in range(3))
     out["bare_interpreter_cpu_s"] = min(_child_cpu([sys.executable, "-c", "pass"], env) for _ in range(3))
 
-    from blocks.base import load_block
     from deployments.config import load_config
     from flows.sync import sync
     from tasks import ledger as L
+    from tasks.registry import load_block
+    from tasks.sources.base import Window
 
     sync(integration=key)  # warm-up in this process
     out["in_process_run_wall_s"], out["in_process_run_cpu_s"] = _cpu_wall(lambda: sync(integration=key))
@@ -294,8 +295,9 @@ def breakdown(args, key: str, env: dict) -> dict:
     integ = config.get(key)
     source = load_block(integ.source).source()
     found: list = []
-    out["inbox_scan_wall_s"], out["inbox_scan_cpu_s"] = _cpu_wall(lambda: found.append(source.candidates(integ.client)))
-    ids = [c.doc_id for c in found[-1][0]]
+    window = Window(integ.activated_at, datetime.now(timezone.utc))
+    out["inbox_scan_wall_s"], out["inbox_scan_cpu_s"] = _cpu_wall(lambda: found.append(source.scan(integ.client, None, window)))
+    ids = [c.doc_id for c in found[-1].candidates]
 
     def ledger_part() -> None:
         ledger = L.Ledger.from_settings()
@@ -367,7 +369,7 @@ def main() -> None:
     serving = None
     result: dict = {"args": vars(args), "machine": machine(), "server": "started here (SQLite)" if server.proc else server.api}
     try:
-        from blocks.base import register_block_types
+        from tasks.registry import register_block_types
         from blocks.capture_inbox import CaptureInboxFolder
         from blocks.local_folder import LocalFolderConnection
         from deployments.deploy import FLOW_NAME

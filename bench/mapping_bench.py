@@ -63,7 +63,8 @@ def write_lookup(path: Path, rows: int) -> None:
 
 def setup(config_dir: Path):
     """The integration and its Config (no blocks: map_document needs none)."""
-    from deployments.config import Config, Integration
+    from deployments.config import Config
+    from deployments.schema import Integration
 
     integ = Integration.model_validate(dict(
         name="invoices-to-erp", client="bench", source="capture-inbox-folder/inbox", connection="local-folder-connection/out",
@@ -91,7 +92,7 @@ def documents(n: int, rows: int):
         out.append(Document(
             id=f"INV-{i:06d}", client="bench", type="invoice", sub_organisation="finance", tags=["opex"], status="approved",
             approved_at=base + timedelta(minutes=i), version="v1", files=files,
-            metadata={"number": f"INV-2026-{i:06d}", "supplier": "Société Générale d'Électricité SA", "supplier_number": supplier,
+            fields={"number": f"INV-2026-{i:06d}", "supplier": "Société Générale d'Électricité SA", "supplier_number": supplier,
                       "issue_date": "2026-02-27", "total": f"{100 + i % 900}.00"},
         ))
     return out

@@ -156,7 +156,7 @@ class FlowBench:
 
         self._harness = prefect_test_harness(server_startup_timeout=120)
         self._harness.__enter__()
-        from blocks.base import register_block_types
+        from tasks.registry import register_block_types
 
         register_block_types()
         (self.work / "cfg" / "clients").mkdir(parents=True, exist_ok=True)

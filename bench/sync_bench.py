@@ -37,7 +37,7 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        from blocks.base import register_block_types
+        from tasks.registry import register_block_types
         from blocks.capture_inbox import CaptureInboxFolder
         from blocks.local_folder import LocalFolderConnection
         from tasks.settings import get_settings

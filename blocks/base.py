@@ -1,77 +1,75 @@
-"""Base class for connection blocks, and loading blocks by their "type/name" reference."""
+"""Base classes of docroute's blocks: connections (where documents go) and sources (where they are polled).
+
+Which block type is a connection or a source, and what implements it, is said in one place:
+tasks/registry.py.
+"""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, ClassVar
+from urllib.parse import urlsplit
 
 from prefect.blocks.core import Block
 
+from tasks import registry
+from tasks.secrets import secret_values
+
 if TYPE_CHECKING:
     from tasks.connectors.base import Connector, Mode
-
-# Block type slug -> "module:Class". One line per connection or source type; imported
-# lazily so a run only imports the libraries of the connector it uses.
-BLOCK_TYPES: dict[str, str] = {
-    "capture-inbox-folder": "blocks.capture_inbox:CaptureInboxFolder",
-    "local-folder-connection": "blocks.local_folder:LocalFolderConnection",
-    "webhook-connection": "blocks.webhook:WebhookConnection",
-    "smtp-connection": "blocks.smtp:SmtpConnection",
-    "s3-connection": "blocks.s3:S3Connection",
-    "sftp-connection": "blocks.sftp:SftpConnection",
-    "ledger-database": "blocks.ledger:LedgerDatabase",
-}
+    from tasks.sources.base import Source
 
 
-class UnknownBlockError(LookupError):
-    """A block reference names a type or a document that does not exist."""
+def http_url(value: str | None) -> str | None:
+    """A field validator's check: an http:// or https:// URL with a host (or None)."""
+    if value is not None:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+    return value
 
 
-def import_target(target: str):
-    """Import "module:Name" (registries name classes this way so only what a run uses is imported)."""
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def block_class(slug: str) -> type[Block]:
+def url_label(url: str) -> str:
+    """'scheme://host[:port]/path' of a URL: no user:password@, no query, no fragment."""
+    parts = urlsplit(url)
     try:
-        target = BLOCK_TYPES[slug]
-    except KeyError:
-        raise UnknownBlockError(
-            f"unknown block type {slug!r}; known types: {', '.join(sorted(BLOCK_TYPES))}"
-        ) from None
-    return import_target(target)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
-def load_block(ref: str) -> Block:
-    """Load a block document by "type-slug/name" (e.g. "sftp-connection/partner-a")."""
-    slug, sep, name = ref.partition("/")
-    if not sep or not name:
-        raise UnknownBlockError(f"block reference {ref!r} must look like 'type-slug/name'")
-    cls = block_class(slug)
-    try:
-        return cls.load(name)
-    except ValueError as exc:  # Prefect raises ValueError for a missing document
-        raise UnknownBlockError(f"block {ref!r} does not exist on the Prefect server ({exc})") from None
+class DocrouteBlock(Block):
+    """What every docroute block can say of itself: a label for messages and the secrets to keep out of them."""
+
+    def label(self) -> str:
+        """A human name for the endpoint, used in errors and reports; never contains secrets."""
+        return self._block_document_name or type(self).__name__
+
+    def reference(self) -> str:
+        """"type-slug/name", as client files name the block ("" for a block that was never saved)."""
+        name = self._block_document_name
+        return f"{self.get_block_type_slug()}/{name}" if name else ""
+
+    def secret_values(self) -> list[str]:
+        """Values that must never appear in a message: every SecretStr field, nested blocks' too."""
+        return secret_values(self)
 
 
-def register_block_types() -> None:
-    """Register every block type with the Prefect server, so the UI can create them."""
-    for slug in BLOCK_TYPES:
-        block_class(slug).register_type_and_schema()
-
-
-class ConnectionBlock(Block):
+class ConnectionBlock(DocrouteBlock):
     """A connection: one endpoint's settings and secrets, reused by many integrations."""
 
     _block_schema_capabilities: ClassVar[list[str]] = ["connection"]
 
     def connector(self, mode: Mode | None = None, options: dict | None = None) -> Connector:
-        """Build the connector for this connection (see tasks.connectors.CONNECTORS)."""
-        from tasks.connectors import make_connector
+        """The connector for this connection (tasks.registry)."""
+        return registry.make_connector(self, mode, options)
 
-        return make_connector(self, mode, options)
 
-    def label(self) -> str:
-        """A human name for the endpoint, used in errors and reports; never contains secrets."""
-        return self._block_document_name or type(self).__name__
+class SourceBlock(DocrouteBlock):
+    """A source: where a client's documents are polled (a capture inbox, a capture system's API)."""
+
+    _block_schema_capabilities: ClassVar[list[str]] = ["source"]
+
+    def source(self) -> Source:
+        """The source for this block (tasks.registry)."""
+        return registry.make_source(self)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from prefect.blocks.core import Block
 from pydantic import Field
 
+from blocks.base import SourceBlock
 
-class CaptureInboxFolder(Block):
+
+class CaptureInboxFolder(SourceBlock):
     """A folder a capture system writes approved documents to, as <id>.pdf (plus extra files) and <id>.json.
 
     Example:
@@ -28,11 +29,6 @@ class CaptureInboxFolder(Block):
         description="A file modified less than this many seconds ago is taken as still being written "
         "and left for the next run.",
     )
-
-    def source(self):
-        from tasks.sources.inbox import InboxFolderSource
-
-        return InboxFolderSource(self)
 
     def label(self) -> str:
         return f"capture inbox {self.path}"

@@ -113,11 +113,8 @@ class S3Connection(ConnectionBlock):
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in an error (used to scrub server messages)."""
-        creds = self.credentials
-        values = [creds.aws_session_token or ""]
-        if creds.aws_secret_access_key is not None:
-            values.append(creds.aws_secret_access_key.get_secret_value())
-        return [v for v in values if v]
+        token = self.credentials.aws_session_token  # a plain string in prefect-aws, a secret all the same
+        return super().secret_values() + ([token] if token else [])
 
     def s3_client(self) -> Any:
         """A new S3 client (not prefect-aws's cached one: the connector closes it after its run)."""

@@ -13,7 +13,8 @@ from blocks.base import ConnectionBlock
 MiB = 1024 * 1024
 
 
-def _address(value: str) -> str:
+def check_address(value: str) -> str:
+    """One plain e-mail address, stripped; ValueError otherwise."""
     if any(c in value for c in "\r\n,;<>") or value.count("@") != 1 or value.startswith("@") or value.endswith("@"):
         raise ValueError("must be one plain e-mail address, like invoices@example.com")
     return value.strip()
@@ -75,7 +76,7 @@ class SmtpConnection(ConnectionBlock):
     @field_validator("from_address", "test_recipient")
     @classmethod
     def _check_address(cls, value: str | None) -> str | None:
-        return _address(value) if value else None
+        return check_address(value) if value else None
 
     def label(self) -> str:
         """'smtp host:port': never a user name or password."""
@@ -108,5 +109,3 @@ class SmtpConnection(ConnectionBlock):
             raise
         return smtp
 
-    def secret_values(self) -> list[str]:
-        return [self.password.get_secret_value()] if self.password and self.password.get_secret_value() else []

@@ -10,14 +10,16 @@ schedule with a slug. The schedule in the client file is the initial one:
 once a deployment exists, its schedules and its paused state belong to the
 Prefect UI, and a redeploy keeps whatever an ops user set there.
 
-Next to them: `docroute-status/integration-status` (every 15 minutes, same rule for UI
-changes) and `docroute-parked/parked-documents` (on demand, with parameters).
+Next to them: `docroute-status/integration-status` and `docroute-confirm/confirm-deliveries`
+(every 15 minutes, same rule for UI changes), `docroute-parked/parked-documents` and
+`docroute-backfill/backfill` (on demand, with parameters).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from datetime import timedelta
 
 from prefect.client.orchestration import get_client
@@ -25,13 +27,15 @@ from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.deployments.runner import RunnerDeployment
 
-from deployments.config import Config, Integration, load_config
+from deployments.config import Config, load_config
+from deployments.schema import Integration
 
 FLOW_NAME = "docroute-sync"
 # Next to the sync deployments: the status report on a schedule, and the parked-documents flow on demand.
 STATUS_FLOW, STATUS_DEPLOYMENT, STATUS_INTERVAL = "docroute-status", "integration-status", timedelta(minutes=15)
 PARKED_FLOW, PARKED_DEPLOYMENT = "docroute-parked", "parked-documents"
 BACKFILL_FLOW, BACKFILL_DEPLOYMENT = "docroute-backfill", "backfill"
+CONFIRM_FLOW, CONFIRM_DEPLOYMENT, CONFIRM_INTERVAL = "docroute-confirm", "confirm-deliveries", timedelta(minutes=15)
 
 
 def deployment_name(integ: Integration) -> str:
@@ -93,24 +97,30 @@ def build_deployments(config: Config) -> list[RunnerDeployment]:
     return out + service_deployments()
 
 
+def _every(flow, flow_name: str, name: str, interval: timedelta, description: str) -> RunnerDeployment:
+    """A service deployment on an interval; once it exists, its schedule and pause belong to the UI."""
+    deployment = flow.to_deployment(name=name, tags=["docroute"], concurrency_limit=1, description=description)
+    current = asyncio.run(_existing([name], flow_name)).get(name)
+    if current is None:
+        deployment.schedules = [DeploymentScheduleCreate(schedule=IntervalSchedule(interval=interval), active=True, slug=f"{name}-schedule")]
+    else:
+        deployment.schedules = [DeploymentScheduleCreate(schedule=s.schedule, active=s.active, slug=s.slug) for s in current.schedules]
+        deployment.paused = current.paused
+    return deployment
+
+
 def service_deployments() -> list[RunnerDeployment]:
-    """`docroute-status/integration-status` every 15 minutes (a schedule or pause set in the UI is kept,
-    as for the sync deployments) and `docroute-parked/parked-documents`, run on demand with parameters."""
+    """`docroute-status/integration-status` and `docroute-confirm/confirm-deliveries` every 15 minutes (a
+    schedule or pause set in the UI is kept, as for the sync deployments); `docroute-parked/parked-documents`
+    and `docroute-backfill/backfill` on demand, with parameters."""
+    from flows.confirm import confirm_deliveries
     from flows.parked import parked_documents
     from flows.status import integration_status
 
-    status = integration_status.to_deployment(
-        name=STATUS_DEPLOYMENT, tags=["docroute"], concurrency_limit=1,
-        description="Status of every integration: active or paused, last sync, delivered, pending, failed, parked",
-    )
-    current = asyncio.run(_existing([STATUS_DEPLOYMENT], STATUS_FLOW)).get(STATUS_DEPLOYMENT)
-    if current is None:
-        status.schedules = [
-            DeploymentScheduleCreate(schedule=IntervalSchedule(interval=STATUS_INTERVAL), active=True, slug=f"{STATUS_DEPLOYMENT}-schedule")
-        ]
-    else:
-        status.schedules = [DeploymentScheduleCreate(schedule=s.schedule, active=s.active, slug=s.slug) for s in current.schedules]
-        status.paused = current.paused
+    status = _every(integration_status, STATUS_FLOW, STATUS_DEPLOYMENT, STATUS_INTERVAL,
+                    "Status of every integration: active or paused, last sync, delivered, pending, failed, parked")
+    confirm = _every(confirm_deliveries, CONFIRM_FLOW, CONFIRM_DEPLOYMENT, CONFIRM_INTERVAL,
+                     "Verdicts of destinations that confirm later (access points) on submitted documents")
     parked = parked_documents.to_deployment(
         name=PARKED_DEPLOYMENT, tags=["docroute"],
         description="Retry or discard an integration's parked (needs-attention) documents; run with parameters",
@@ -122,7 +132,7 @@ def service_deployments() -> list[RunnerDeployment]:
         name=BACKFILL_DEPLOYMENT, tags=["docroute"],
         description="Backfill a date range for one integration (client/name) or all of a client's, in chunks; resumable",
     )
-    return [status, parked, backfill_deployment]
+    return [status, confirm, parked, backfill_deployment]
 
 
 def apply_deployments(config: Config) -> list[str]:
@@ -147,10 +157,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-serve", action="store_true", help="create or update the deployments, then exit")
     parser.add_argument("--limit", type=int, default=None, help="at most this many sync runs at once when serving")
     args = parser.parse_args(argv)
-    config = load_config()
+    config = load_config(partial=True)  # one client's broken file leaves out that client only
+    for problem in config.problems:
+        print(f"not deployed: {problem}", file=sys.stderr)
     if args.no_serve:
         for name in apply_deployments(config):
             print(name)
+        if config.problems:
+            sys.exit(f"{len(config.problems)} problems: the integrations of {', '.join(sorted(config.bad_clients))} were left out")
     else:
         serve_deployments(config, args.limit)
 

@@ -18,10 +18,15 @@ from datetime import datetime, time, timedelta, timezone
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.runtime import flow_run
 
-from deployments.config import ConfigError, Integration, parse_config, parse_duration
+from deployments.config import ConfigError, parse_config
+from deployments.schema import Integration, parse_duration
 from flows.sync import SyncFailed, sync
 from tasks import ledger as L
 from tasks.settings import get_settings

@@ -1,7 +1,7 @@
-"""The connection-check flow: run every connection's check, like Docbits' and Banqup's "test connection".
+"""The connection-check flow: run every connection's and source's check, like Docbits' and Banqup's "test connection".
 
-    docroute check                      # every connection the integrations use
-    docroute check sftp-connection/x    # one
+    docroute check                      # every connection and source the integrations use
+    docroute check sftp-connection/x    # one (a source block too: sftp-inbox/capture)
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from blocks.base import UnknownBlockError, load_block
 from deployments.config import load_config
-from tasks.connectors.base import DeliveryError, Mode
+from tasks.connectors.base import Mode
+from tasks import registry
+from tasks.errors import RemoteError
+from tasks.registry import UnknownBlockError, load_block
 
 
 class ConnectionCheckFailed(Exception):
@@ -21,17 +23,21 @@ class ConnectionCheckFailed(Exception):
 
 
 def check_one(ref: str, mode: Mode = Mode.PRODUCTION) -> dict[str, Any]:
-    """Check one connection block; never raises: the outcome is a row."""
+    """Check one connection or source block; never raises: the outcome is a row."""
     row = {"connection": ref, "mode": mode.value, "ok": False, "message": ""}
     try:
-        connector = load_block(ref).connector(mode)
-        with connector:
-            result = connector.check()
-        row.update(ok=result.ok, message=result.message)
-    except (UnknownBlockError, DeliveryError, LookupError) as exc:
+        block = load_block(ref)
+        is_source = block.get_block_type_slug() in registry.source_types()
+        endpoint = block.source() if is_source else block.connector(mode)
+        with endpoint:
+            result = endpoint.check()
+        row.update(ok=result.ok, message=result.message, mode="source" if is_source else mode.value)
+    except (UnknownBlockError, RemoteError, LookupError) as exc:
         row["message"] = str(exc)
     except Exception as exc:  # noqa: BLE001 - one broken connection never hides the others
-        row["message"] = f"{ref}: unexpected {type(exc).__name__}: {exc}"
+        row["message"] = f"unexpected {type(exc).__name__}: {exc}"
+    if not row["message"].startswith(ref):  # the block an ops user must edit, first
+        row["message"] = f"{ref}: {row['message']}"
     return row
 
 
@@ -49,7 +55,7 @@ def check_connections(connections: list[str] | None = None) -> list[dict[str, An
         targets = {
             (i.connection, Mode(i.mode) if i.mode in ("production", "test", "certification") else Mode.PRODUCTION)
             for i in config.integrations.values()
-        }
+        } | {(i.source, Mode.PRODUCTION) for i in config.integrations.values()}
     rows = [check_one(ref, mode) for ref, mode in sorted(targets)]
     for row in rows:
         (logger.info if row["ok"] else logger.warning)("%s (%s): %s", row["connection"], row["mode"], row["message"])

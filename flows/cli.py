@@ -9,9 +9,12 @@ from datetime import datetime
 
 
 def _validate(args) -> int:
+    from deployments.checks import warnings
     from deployments.config import load_config
 
     config = load_config(check_blocks=not args.offline)
+    for warning in warnings(config):
+        print(f"warning: {warning}")
     print(f"OK: {len(config.integrations)} integrations valid in {config.config_dir}")
     return 0
 
@@ -33,17 +36,17 @@ def _list(args) -> int:
 
 def _preview(args) -> int:
     from deployments.config import load_config
+    from tasks.documents import SourceProblem
     from tasks.mapping import Lookups, MappingError, preview
-    from tasks.sources.inbox import SourceProblem
 
     config = load_config(only=args.integration)
     integ = config.get(args.integration)
-    source = config.block(integ.source).source()
-    found = source.candidate(args.document, integ.client)
-    if found is None:
-        print(f"document {args.document} is not in {source.label} for client {integ.client}", file=sys.stderr)
-        return 1
-    doc = found if isinstance(found, SourceProblem) else source.document(found)
+    with config.block(integ.source).source() as source:
+        found = source.find(args.document, integ.client)
+        if found is None:
+            print(f"document {args.document} is not in {source.label} for client {integ.client}", file=sys.stderr)
+            return 1
+        doc = found if isinstance(found, SourceProblem) else source.fetch(found)
     if isinstance(doc, SourceProblem):
         print(doc.message, file=sys.stderr)
         return 1
@@ -100,6 +103,18 @@ def _reconcile(args) -> int:
     return 0 if state.is_completed() else 1
 
 
+def _confirm(args) -> int:
+    from flows.confirm import confirm_deliveries
+
+    state = confirm_deliveries(integration=args.integration, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, list):
+        for row in rows:
+            print(f"{row['integration']} {row['document']}: {row['status']} {row['error']}".rstrip())
+    print(f"{state.name}: {state.message or ''}")
+    return 0 if state.is_completed() else 1
+
+
 def _status(args) -> int:
     from flows.status import integration_status
 
@@ -125,7 +140,7 @@ def _status_table(rows: list[dict], tz: str) -> str:
     if not rows:
         return "no integrations"
     cols = [("integration", "integration"), ("state", "state"), ("schedule", "schedule"), ("last successful sync", "last sync"),
-            ("delivered today", "today"), ("delivered this week", "week"), ("pending", "pending"), ("failed", "failed"),
+            ("delivered today", "today"), ("delivered this week", "week"), ("pending", "pending"), ("waiting for confirmation", "confirming"), ("failed", "failed"),
             ("needs attention", "parked"), ("discarded", "discarded"), ("cursor", "cursor")]
     zone = ZoneInfo(tz)
 
@@ -213,6 +228,31 @@ def _sync(args) -> int:
     return 0 if state.is_completed() else 1
 
 
+def _connect(args) -> int:
+    """Authorise an OAuth2 block and save its first tokens (tasks/oauth.py); prints no token or secret."""
+    from blocks.oauth import OAuth2Block
+    from tasks import oauth
+    from tasks.errors import RemoteError
+    from tasks.registry import UnknownBlockError, load_block
+
+    try:
+        block = load_block(args.block)
+    except UnknownBlockError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if not isinstance(block, OAuth2Block):
+        print(f"{args.block} is not an OAuth2 connection or source: nothing to connect", file=sys.stderr)
+        return 2
+    try:
+        expires_at = oauth.connect(block, code=args.code, listen=not args.no_listen, timeout=args.timeout)
+    except RemoteError as exc:
+        print(f"connect failed: {exc}", file=sys.stderr)
+        return 1
+    until = expires_at.isoformat(timespec="seconds") if expires_at else "it is revoked (the server gave no expiry)"
+    print(f"tokens saved to {block.reference()}, access token valid until {until}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="docroute",
@@ -229,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
   docroute status --excel status.xlsx
   docroute parked retry acme/invoices-to-erp --document ACME-INV-2001 --reason "vendor added"
   docroute reconcile acme/invoices-to-erp
+  docroute connect exact-online-connection/acme         authorise an OAuth2 connection (opens a redirect listener)
 Each command has its own --help; docs/operations.md has the details.""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -271,6 +312,9 @@ Each command has its own --help; docs/operations.md has the details.""",
     p.add_argument("--hashes", action="store_true", help="also compare sha256 where the destination can tell it")
     p.add_argument("--no-source", action="store_true", help="do not map documents again from the source (presence only)")
     p.set_defaults(func=_reconcile)
+    p = sub.add_parser("confirm", help="ask destinations that decide later (access points) about submitted documents")
+    p.add_argument("integration", nargs="?", help="client/integration (default: every integration with submitted documents)")
+    p.set_defaults(func=_confirm)
     p = sub.add_parser("notify", help="notifications of failed runs and parked documents")
     notify_sub = p.add_subparsers(dest="notify_command", required=True)
     p = notify_sub.add_parser("setup", help="create or update the Prefect automations that notify through a block")
@@ -291,6 +335,12 @@ Each command has its own --help; docs/operations.md has the details.""",
     p.add_argument("--reason", help="why (recorded in the ledger's audit trail)")
     p.add_argument("--by", help="who (recorded in the ledger's audit trail; default: your user name)")
     p.set_defaults(func=_parked)
+    p = sub.add_parser("connect", help="authorise an OAuth2 connection once and save its first tokens in its block")
+    p.add_argument("block", help="the OAuth2 block, type-slug/name")
+    p.add_argument("--code", help="an authorization code already obtained (or the whole redirect URL)")
+    p.add_argument("--no-listen", action="store_true", help="read the redirect URL (or code) from stdin, not from a listener")
+    p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the redirect (default 300)")
+    p.set_defaults(func=_connect)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
@@ -301,6 +351,27 @@ Each command has its own --help; docs/operations.md has the details.""",
             print(str(exc), file=sys.stderr)
             return 2
         raise
+    finally:
+        _send_events()
+
+
+def _send_events(timeout: float = 10.0) -> None:
+    """Send the Prefect events this command emitted (a block loaded, a run's states) before it exits.
+
+    Prefect drains its events worker at interpreter exit too, but says "EventsWorker - Still
+    processing items" while it does, on a command that succeeded. Draining here, with that progress
+    message held back, sends the same events without the noise."""
+    import logging
+
+    from prefect.events.worker import EventsWorker
+
+    progress = logging.getLogger("EventsWorker")
+    level = progress.level
+    progress.setLevel(logging.ERROR)
+    try:
+        EventsWorker.drain_all(timeout=timeout)
+    finally:
+        progress.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def ensure_server(api: str, log: Path) -> subprocess.Popen | None:
     print(f"Starting a local Prefect server on {url.host}:{url.port} (SQLite; log: {log}) ...")
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", url.host, "--port", str(url.port)],
+        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},  # no telemetry: this machine may be offline
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -94,13 +95,13 @@ def save_blocks(data: Path, webhook: WebhookReceiver, webhook_secret: str) -> No
 
     from prefect_aws import AwsCredentials
 
-    from blocks.base import register_block_types
     from blocks.capture_inbox import CaptureInboxFolder
     from blocks.local_folder import LocalFolderConnection
     from blocks.s3 import S3Connection
     from blocks.sftp import SftpConnection
     from blocks.smtp import SmtpConnection
     from blocks.webhook import WebhookConnection
+    from tasks.registry import register_block_types
 
     register_block_types()
     CaptureInboxFolder(path=str(data / "inbox"), settle_seconds=2).save("capture-inbox", overwrite=True)
@@ -219,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("DOCROUTE_LEDGER_BLOCK", None)
     server = ensure_server(api, data / "prefect-server.log")
     serving: subprocess.Popen | None = None
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    # Prefect read its settings when `flows` was imported, before PREFECT_API_URL was set above: without
+    # this, this process would start a temporary server of its own instead of using the demo's.
+    settings = temporary_settings(updates={PREFECT_API_URL: api})
+    settings.__enter__()
     try:
         from deployments.config import load_config
         from deployments.deploy import FLOW_NAME, deployment_name
@@ -254,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nStopping ...")
     finally:
+        settings.__exit__(None, None, None)
         for proc in (serving, server):
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGINT)

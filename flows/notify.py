@@ -29,7 +29,7 @@ from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from deployments.config import Integration
+    from deployments.schema import Integration
 
 logger = logging.getLogger("docroute.notify")
 
@@ -270,7 +270,7 @@ def failure_message(flow_run: Any, state: Any, sender: str, recipients: list[str
 
 def send_failure_email(flow_run: Any, state: Any) -> list[str]:
     """Send the failure e-mail if anyone is to get it; returns the recipients. Raises on SMTP problems."""
-    from blocks.base import load_block
+    from tasks.registry import load_block
 
     integration = str((flow_run.parameters or {}).get("integration", "?"))
     recipients, smtp_ref = _recipients(integration)

@@ -6,7 +6,7 @@
 
 Retry delivers now: the flow records a `retry-requested` event per document, then runs the sync flow
 for exactly those documents as a subflow (a run that names a parked document tries it again, see
-`_settled` in flows/sync.py). That way the operator sees the outcome in the same run, the sync's
+`settled` in tasks/engine/states.py). That way the operator sees the outcome in the same run, the sync's
 lock keeps it from overlapping a scheduled run, and delivery, verification and recording are the
 sync's own. (Resetting documents for the next scheduled run would need a second code path and
 would leave the operator waiting for a schedule that may be paused.)
@@ -104,8 +104,8 @@ def parked_documents(
                 after = L.DISCARDED if doc_id in done else current_rows(ledger, integ.key, [doc_id]).get(doc_id, {}).get("status", "")
                 report.append(_line(row, action, after, row["last_error"] if doc_id in done else "changed by a sync run meanwhile: not discarded"))
         elif rows:
-            source = config.block(integ.source).source()
-            missing = [d for d in rows if source.candidate(d, integ.client) is None]
+            with config.block(integ.source).source() as source:
+                missing = [d for d in rows if source.find(d, integ.client) is None]
             problems += [f"{d}: no longer in {source.label}" for d in missing]
             targets = [d for d in rows if d not in missing]
             ledger.add_events(integ.key, [(d, rows[d]["version"], "retry-requested", detail) for d in targets], run_id)

@@ -32,9 +32,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from deployments.config import Integration, load_config, parse_config
+from deployments.config import load_config, parse_config
+from deployments.schema import Integration
 from tasks import ledger as L
 from tasks.connectors.base import Ability, Connector, Mode, RemoteFile
+from tasks.documents import Candidate, Document
+from tasks.mapping import Lookups, map_document, sanitize_segment
 
 MISSING = "missing at destination"
 UNRECORDED = "not delivered per ledger"
@@ -173,8 +176,6 @@ def listing_prefix(integ: Integration) -> str:
 
     Only placeholders with the same value for every document of the integration are filled in:
     client, integration name and the client's identifiers (unless a mapped field shadows them)."""
-    from tasks.mapping import sanitize_segment
-
     rules = integ.mapping.sanitize
     constant = {"client": integ.client, "integration": integ.name, **integ.identifiers}
     text, variable = [], False
@@ -196,10 +197,6 @@ def listing_prefix(integ: Integration) -> str:
 def _expected(ctx: dict[str, Any], rows: list[dict]) -> tuple[list[ExpectedDoc], dict[str, tuple[str, str]], list[str]]:
     """Delivered rows -> ExpectedDoc (mapped again from the source where it still holds that version);
     other rows -> hints naming the documents behind unrecorded files. Also returns notes."""
-    from tasks.documents import Document
-    from tasks.mapping import map_document
-    from tasks.sources.inbox import Candidate
-
     integ, source, lookups, connector = ctx["integ"], ctx["source"], ctx["lookups"], ctx["connector"]
     notes: list[str] = []
     unmapped = 0
@@ -210,10 +207,10 @@ def _expected(ctx: dict[str, Any], rows: list[dict]) -> tuple[list[ExpectedDoc],
         if source is None:
             return None
         try:
-            cand = source.candidate(doc_id, integ.client)
+            cand = source.find(doc_id, integ.client)
             if not isinstance(cand, Candidate):
                 return None
-            doc = source.document(cand)
+            doc = source.fetch(cand)
             if not isinstance(doc, Document) or doc.version != version:
                 return None
             return map_document(doc, integ, lookups, ctx["mode"])
@@ -305,13 +302,13 @@ def reconcile(
             else:
                 reason = f"{type(connector).__name__} has no listing"
             if listing is not None:
-                source = None
-                if use_source:
-                    source = config.block(integ.source).source()
-                from tasks.mapping import Lookups
-
+                source = config.block(integ.source).source() if use_source else None
                 ctx = {"integ": integ, "source": source, "lookups": Lookups(config, integ), "connector": connector, "mode": mode}
-                expected, hints, notes = _expected(ctx, rows)
+                if source is None:
+                    expected, hints, notes = _expected(ctx, rows)
+                else:
+                    with source:
+                        expected, hints, notes = _expected(ctx, rows)
                 claimed: list[str] = []
                 others, _ = parse_config(config.config_dir)
                 for other in others.integrations.values():

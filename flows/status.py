@@ -13,6 +13,7 @@ Artifacts page keeps the history. It is deployed with a 15-minute schedule by de
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,12 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.runtime import flow_run
 
-from deployments.config import Integration, parse_config
+from deployments.config import Config, parse_config
+from deployments.schema import Integration
 from tasks import ledger as L
+from tasks.documents import client_key
 from tasks.settings import get_settings
+from tasks.sources.base import SourceAbility
 
 SYNC_FLOW = "docroute-sync"  # deployments/deploy.py FLOW_NAME; not imported so this module stays light
 ARTIFACT_KEY = "integration-status"
@@ -47,9 +51,10 @@ ACTIVE, PAUSED, ON_DEMAND, NOT_DEPLOYED = "active", "paused", "on demand", "not 
 # Columns, in order (also the CSV/Excel header)
 COLUMNS = [
     "client", "integration", "state", "schedule", "last successful sync", "last run", "delivered today",
-    "delivered this week", "last delivery", "pending", "failed", "needs attention", "discarded", "last error", "cursor",
+    "delivered this week", "last delivery", "pending", "waiting for confirmation", "oldest waiting since", "failed",
+    "needs attention", "discarded", "last error", "unclaimed in source", "cursor",
 ]
-TIME_COLUMNS = ("last successful sync", "last delivery", "cursor")
+TIME_COLUMNS = ("last successful sync", "last delivery", "oldest waiting since", "cursor")
 
 
 def artifact_key(client: str | None = None) -> str:
@@ -128,15 +133,69 @@ def _deployments(integrations: list[Integration]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def collect_status(client: str | None = None, as_of: datetime | None = None, tz: str = "UTC") -> list[dict[str, Any]]:
+def unclaimed(config: Config, integrations: list[Integration]) -> dict[str, list[dict[str, Any]]]:
+    """Per source block: its approved documents that no integration takes, each with the reason (the
+    document's client matches no integration reading the source; or no integration of that client
+    takes its type, sub-organisation or tags). Client ids are compared trimmed and case-folded.
+    Sources that cannot list every client's documents (SourceAbility.CENSUS) are left out."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    readers: dict[str, list[Integration]] = {}
+    for integ in integrations:
+        if integ.enabled:
+            readers.setdefault(integ.source, []).append(integ)
+    for ref, integs in sorted(readers.items()):
+        try:
+            source = config.block(ref).source()
+            if SourceAbility.CENSUS not in source.abilities:
+                continue
+            with source:
+                scan = source.census()
+        except Exception as exc:  # noqa: BLE001 - one unreachable source must not hide the others' status
+            get_run_logger().warning("unclaimed documents of %s not known: %s", ref, exc)
+            continue
+        by_client: dict[str, list[Integration]] = {}
+        for integ in integs:
+            by_client.setdefault(client_key(integ.client), []).append(integ)
+        rows = []
+        for cand in scan.candidates:
+            if not cand.approved:
+                continue
+            takers = by_client.get(client_key(cand.client))
+            if not takers:
+                reason = f"client {cand.client!r} matches no integration reading {ref}"
+            elif not any(i.filters.matches(cand.type, cand.sub_organisation, cand.tags) for i in takers):
+                reason = (f"no integration of client {takers[0].client} takes it (type {cand.type!r}, sub-organisation "
+                          f"{cand.sub_organisation!r}, tags {cand.tags}); add it to an integration's filters, then backfill")
+            else:
+                continue
+            rows.append({"document": cand.doc_id, "client": cand.client, "type": cand.type,
+                         "approved at": cand.approved_at.isoformat() if cand.approved_at else "", "reason": reason})
+        out[ref] = rows
+    return out
+
+
+def client_config(client: str | None) -> Config:
+    """The configuration of every client (or one); a broken client file is logged and does not hide the others."""
+    config, problems = parse_config(get_settings().config_dir, [client] if client else None)
+    for problem in problems:
+        get_run_logger().warning("configuration problem: %s", problem)
+    return config
+
+
+def unclaimed_key(source: str) -> str:
+    """The unclaimed-documents artifact of a source block, e.g. unclaimed-capture-inbox-folder-main."""
+    return "unclaimed-" + re.sub(r"[^a-z0-9-]+", "-", source.lower()).strip("-")
+
+
+def collect_status(client: str | None = None, as_of: datetime | None = None, tz: str = "UTC",
+                   unclaimed_docs: dict[str, list[dict[str, Any]]] | None = None, config: Config | None = None) -> list[dict[str, Any]]:
     """One row per integration (sorted by client and name); times are timezone-aware datetimes."""
     zone = ZoneInfo(tz)
     now = (as_of or datetime.now(timezone.utc)).astimezone(zone)
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     week_start = day_start - timedelta(days=day_start.weekday())  # Monday
-    config, problems = parse_config(get_settings().config_dir, [client] if client else None)
-    for problem in problems:  # a broken client file must not hide the others' status
-        get_run_logger().warning("configuration problem: %s", problem)
+    if config is None:
+        config = client_config(client)
     integrations = sorted(config.integrations.values(), key=lambda i: (i.client, i.name))
     ledger = L.Ledger.from_settings()
     try:
@@ -164,11 +223,14 @@ def collect_status(client: str | None = None, as_of: datetime | None = None, tz:
                 "delivered this week": s["delivered_week"],
                 "last delivery": s["last_delivered"],
                 "pending": counts.get(L.PENDING, 0),
+                "waiting for confirmation": counts.get(L.SUBMITTED, 0),  # submitted: the destination decides later
+                "oldest waiting since": s["oldest_submitted"],
                 "failed": counts.get(L.FAILED, 0),
                 "needs attention": counts.get(L.NEEDS_ATTENTION, 0),
                 "discarded": counts.get(L.DISCARDED, 0),
                 "last error": error[:500],
-                "cursor": s["cursor"],
+                "unclaimed in source": len((unclaimed_docs or {}).get(integ.source, [])),
+                "cursor": s["checked_until"],  # the time the last scheduled run checked up to
             }
         )
     return rows
@@ -220,7 +282,17 @@ def integration_status(
     """
     logger = get_run_logger()
     ZoneInfo(tz)  # an unknown timezone fails before anything is read
-    rows = collect_status(client, as_of, tz)
+    config = client_config(client)
+    found = unclaimed(config, list(config.integrations.values()))
+    for ref, docs in found.items():
+        create_table_artifact(
+            key=unclaimed_key(ref),
+            table=docs or [{"document": "", "client": "", "type": "", "approved at": "", "reason": "every document is taken"}],
+            description=f"Documents in {ref} that no integration takes: {len(docs)}",
+        )
+        if docs:
+            logger.warning("%s: %d documents no integration takes, e.g. %s: %s", ref, len(docs), docs[0]["document"], docs[0]["reason"])
+    rows = collect_status(client, as_of, tz, found, config)
     zone = ZoneInfo(tz)
     table = [{k: _shown(v, zone) for k, v in row.items()} for row in rows]
     states = {}

@@ -1,9 +1,19 @@
-"""Document: one approved business document from a source, with its files opened as streams."""
+"""The neutral document model every source produces and the engine reads.
+
+- Candidate: a document as a scan lists it (type, sub-organisation, tags, status, approval time,
+  fields, a fingerprint that changes when it does), before any file is read.
+- SourceProblem: a document the source could not read this time (why, and whether it may settle
+  by itself); never dropped.
+- Document: the full document, its files opened as streams, with size and SHA-256 known.
+
+No engine code reads a source's own keys: a source maps its records to these, in one place.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -62,6 +72,8 @@ class DocumentFile(BaseModel):
 class Document(BaseModel):
     """An approved (or not yet approved) business document as a source reports it."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silently empty one
+
     id: str
     client: str
     type: str = Field(description="invoice, credit_note, order_confirmation, ...")
@@ -69,9 +81,10 @@ class Document(BaseModel):
     tags: list[str] = Field(default_factory=list)
     status: str = Field(description="approved, pending, rejected, ...")
     approved_at: datetime | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    fields: dict[str, Any] = Field(default_factory=dict, description="Metadata fields: number, supplier, total, ...")
     files: list[DocumentFile] = Field(default_factory=list, description="Main document first.")
     version: str = Field(description="Changes when the content changes: a new version is delivered again.")
+    handle: Any = Field(default=None, exclude=True, description="The source's own reference (a path, a record): only the source reads it.")
 
     @property
     def approved(self) -> bool:
@@ -100,3 +113,54 @@ def version_of(files: list[DocumentFile], declared: str | None = None) -> str:
     for f in files:
         digest.update(f.sha256.encode())
     return digest.hexdigest()[:16]
+
+
+APPROVED = "approved"
+
+
+def client_key(client: object) -> str:
+    """How client ids are compared: trimmed and case-folded ("ACME ", "acme" and "Acme" are one client)."""
+    return str(client).strip().casefold() if client is not None else ""
+
+
+@dataclass
+class Candidate:
+    """A document as a scan lists it: all the engine decides on, read cheaply (no file content).
+
+    `fingerprint` changes whenever the document may have changed (file sizes and times, a declared
+    version, a record's modified time): an unchanged fingerprint of a delivered version needs no
+    fetch. `handle` is the source's own reference; only the source reads it."""
+
+    doc_id: str
+    client: str
+    type: str
+    status: str
+    approved_at: datetime | None
+    fingerprint: str
+    sub_organisation: str | None = None
+    tags: list[str] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)
+    handle: Any = None
+
+    @property
+    def approved(self) -> bool:
+        return self.status == APPROVED and self.approved_at is not None
+
+
+@dataclass
+class SourceProblem:
+    """A document the source could not read this time. Reported on every scan, never dropped.
+
+    `transient`: it may settle by itself (a file still being written): not counted as a failed
+    attempt. `candidate`: what could be read of it (its metadata, when only a file is missing), so
+    filters and windows still apply; None when nothing could be read (not even its client)."""
+
+    doc_id: str
+    client: str | None
+    message: str
+    transient: bool
+    candidate: Candidate | None = None
+
+    @property
+    def approved_at(self) -> datetime | None:
+        return self.candidate.approved_at if self.candidate else None

@@ -17,7 +17,16 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from deployments.config import DATE_PLACEHOLDERS, Config, ConfigError, Integration, Sanitize
+from deployments.config import Config, ConfigError
+from deployments.schema import (
+    DATE_PLACEHOLDERS,
+    ConstantField,
+    FromField,
+    Integration,
+    LookupField,
+    Sanitize,
+    TemplateField,
+)
 from tasks.connectors.base import Mode, Package, PackageFile
 from tasks.documents import Document
 
@@ -99,9 +108,20 @@ def _warn(message: str) -> None:
         logging.getLogger("docroute.mapping").warning("%s", message)
 
 
+# Invisible characters that change how a name reads: bidirectional controls (U+202E makes
+# "invoice\u202efdp.exe" display as "invoiceexe.pdf"), zero-width characters (U+200B..U+200D,
+# U+2060, U+FEFF), soft hyphens; and line and paragraph separators.
+_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
+
+
 def sanitize_segment(value: str, rules: Sanitize) -> str:
-    """Make one value safe as (part of) a single path segment."""
-    text = unicodedata.normalize("NFC", str(value))
+    """Make one value safe as (part of) a single path segment.
+
+    NFKC first, so look-alikes become what they look like (fullwidth U+FF0E U+FF0F are '.' and '/',
+    and meet the rules below); then invisible format characters are dropped, then control
+    characters, separators, '..', and whatever the allowed-character rule refuses."""
+    text = unicodedata.normalize("NFKC", str(value))
+    text = "".join(c for c in text if unicodedata.category(c) not in _INVISIBLE)
     if rules.ascii:
         text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     text = _CONTROL.sub("", text)
@@ -188,7 +208,7 @@ def document_values(doc: Document, integ: Integration) -> dict[str, Any]:
     """The placeholder values of a document, before mapped fields."""
     approved = doc.approved_at or datetime.now(timezone.utc)
     main = doc.files[0] if doc.files else None
-    values: dict[str, Any] = dict(doc.metadata)
+    values: dict[str, Any] = dict(doc.fields)
     values.update(integ.identifiers)
     values.update(
         doc_id=doc.id,
@@ -209,36 +229,39 @@ def document_values(doc: Document, integ: Integration) -> dict[str, Any]:
 
 
 def map_fields(doc: Document, integ: Integration, lookups: Lookups, values: dict[str, Any]) -> dict[str, Any]:
+    """The integration's output fields for one document (deployments/schema.py: the kinds of field)."""
     fields: dict[str, Any] = {}
     renderer = Renderer(values, integ.mapping.sanitize, doc.id)
     for name, spec in integ.mapping.fields.items():
         where = f"mapping.fields.{name}"
-        if isinstance(spec, str):
-            fields[name] = renderer.text(spec, where)
-        elif "constant" in spec:
-            fields[name] = spec["constant"]
-        elif "from" in spec:
-            fields[name] = values.get(spec["from"])
-        else:  # lookup
-            key = renderer.text(str(spec["key"]), f"{where}.key")
-            lines = lookups.conflict(spec["lookup"], key)
-            if lines:
-                raise MappingError(
-                    f"document {doc.id}: {where}: key {key!r} is on {len(lines)} rows with different values in lookup "
-                    f"table {spec['lookup']!r} ({lookups.paths[spec['lookup']]}, lines {', '.join(map(str, lines))}); "
-                    f"keep one row per key"
-                )
-            row = lookups.get(spec["lookup"], key)
-            if row is None:
-                if "default" in spec:
-                    fields[name] = spec["default"]
-                    continue
-                raise MappingError(
-                    f"document {doc.id}: {where}: key {key!r} not found in lookup table {spec['lookup']!r} "
-                    f"({lookups.paths[spec['lookup']]}); add it to the CSV or give the field a default"
-                )
-            fields[name] = row[spec["column"]]
+        match spec:
+            case TemplateField():
+                fields[name] = renderer.text(spec.template, where)
+            case ConstantField():
+                fields[name] = spec.constant
+            case FromField():
+                fields[name] = values.get(spec.from_)
+            case LookupField():
+                fields[name] = _looked_up(doc, spec, renderer.text(spec.key, f"{where}.key"), lookups, where)
     return fields
+
+
+def _looked_up(doc: Document, spec: LookupField, key: str, lookups: Lookups, where: str) -> Any:
+    lines = lookups.conflict(spec.lookup, key)
+    if lines:
+        raise MappingError(
+            f"document {doc.id}: {where}: key {key!r} is on {len(lines)} rows with different values in lookup "
+            f"table {spec.lookup!r} ({lookups.paths[spec.lookup]}, lines {', '.join(map(str, lines))}); keep one row per key"
+        )
+    row = lookups.get(spec.lookup, key)
+    if row is not None:
+        return row[spec.column]
+    if spec.has_default:
+        return spec.default
+    raise MappingError(
+        f"document {doc.id}: {where}: key {key!r} not found in lookup table {spec.lookup!r} "
+        f"({lookups.paths[spec.lookup]}); add it to the CSV or give the field a default"
+    )
 
 
 def _stream_of(data: bytes):
@@ -309,7 +332,7 @@ def map_document(doc: Document, integ: Integration, lookups: Lookups, mode: Mode
         integration=integ.key,
         folder=folder,
         files=files,
-        fields=fields or dict(doc.metadata),
+        fields=fields or dict(doc.fields),
         mode=mode or Mode(integ.mode if integ.mode != "dry-run" else "production"),
         document_type=doc.type,
         values={k: v for k, v in values.items() if isinstance(v, (str, int, float)) or v is None},
@@ -325,7 +348,7 @@ def sidecar_content(doc: Document, fields: dict[str, Any]) -> dict[str, Any]:
         "sub_organisation": doc.sub_organisation,
         "tags": doc.tags,
         "approved_at": doc.approved_at.isoformat() if doc.approved_at else None,
-        "fields": fields or doc.metadata,
+        "fields": fields or doc.fields,
         "files": [{"name": f.name, "media_type": f.media_type, "size": f.size, "sha256": f.sha256} for f in doc.files],
     }
 

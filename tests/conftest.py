@@ -13,25 +13,39 @@ from pathlib import Path
 import pytest
 import yaml
 
+# The real servers, one each per test session, shared by the connector and source suites and the flow tests.
+from tests.connectors.harness_s3 import moto_s3_server  # noqa: F401 - fixture
+from tests.connectors.harness_sftp import sftp_server  # noqa: F401 - fixture
+from tests.prefect_server import start_prefect_server
+
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A real Prefect API server (SQLite) for the whole session; subprocesses reach it via PREFECT_API_URL."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
+    """A real Prefect server (SQLite, every service, the UI) for the whole session; this process and its
+    subprocesses reach it via PREFECT_API_URL."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120):
-        url = PREFECT_API_URL.value()
-        old = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = url
-        from blocks.base import register_block_types
+    server = start_prefect_server()
+    old = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.url}):
+            from tasks.registry import register_block_types
 
-        register_block_types()
-        yield url
+            register_block_types()
+            yield server.url
+    finally:
+        server.stop()
         if old is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = old
+
+
+@pytest.fixture(scope="session")
+def prefect_ui(prefect_server) -> str:
+    """The session server's UI, e.g. http://127.0.0.1:4321."""
+    return prefect_server.removesuffix("/api")
 
 
 @dataclass

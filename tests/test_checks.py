@@ -33,14 +33,16 @@ def test_checks_every_connection_in_use_and_names_the_broken_one(workspace):
         workspace.integration("a", filters={"document_types": ["invoice"]})
         workspace.integration("b", connection=f"webhook-connection/hook-{workspace.tag}")
         rows = check_connections()
-        assert {r["connection"]: r["ok"] for r in rows} == {workspace.connection_ref: True, f"webhook-connection/hook-{workspace.tag}": True}
+        assert {r["connection"]: r["ok"] for r in rows} == {
+            workspace.connection_ref: True, f"webhook-connection/hook-{workspace.tag}": True, workspace.source_ref: True}
+        assert {r["connection"]: r["mode"] for r in rows}[workspace.source_ref] == "source"  # the inbox is checked too
         assert len(receiver.pings) == 1  # the webhook check really reached the receiver, signed
         assert list(workspace.out.iterdir()) == []  # the probe file was removed
 
         workspace.integration("c", connection=f"local-folder-connection/gone-{workspace.tag}", filters={"document_types": ["credit_note"]})
         state = check_connections(return_state=True)
         assert state.is_failed()
-        with pytest.raises(ConnectionCheckFailed, match=r"1 of 3 connections failed: local folder .*missing: folder does not exist"):
+        with pytest.raises(ConnectionCheckFailed, match=rf"1 of 4 connections failed: local-folder-connection/gone-{workspace.tag}: local folder .*missing: folder does not exist"):
             state.result()
         art = asyncio.run(_checks_of(state.state_details.flow_run_id))
         table = json.loads(art.data) if isinstance(art.data, str) else art.data

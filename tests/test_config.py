@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments.config import ConfigError, load_config, parse_config, parse_duration
+from deployments.config import ConfigError, load_config, parse_config
+from deployments.schema import parse_duration
 from tasks.settings import PACKAGE_CONFIG_DIR
 from tests.conftest import utc
 

@@ -16,7 +16,6 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskR
 from blocks.sftp import SftpConnection
 from flows.sync import sync
 from tasks.sources.seed import write_document
-from tests.connectors.harness_sftp import sftp_server  # noqa: F401 - the real sshd fixture
 
 
 async def _task_runs(flow_run_id, name: str) -> int:

@@ -1,4 +1,6 @@
-"""Capture inbox source: candidates, problems (transient or not), documents as streams, archive."""
+"""Capture inbox folder source, beyond the source conformance suite: what the inbox convention
+reads and refuses (malformed metadata, files outside the inbox, young files), versions and
+fingerprints, streams, archive after transfer, and the windowed scan's skipping."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from blocks.capture_inbox import CaptureInboxFolder
-from tasks.documents import Document
-from tasks.sources.inbox import Candidate, InboxFolderSource, SourceProblem
+from tasks.documents import Candidate, Document, SourceProblem
+from tasks.sources.base import Source, Window
 from tasks.sources.seed import pdf_bytes, write_document
 from tests.conftest import opened_files, utc
 
@@ -27,7 +29,7 @@ def inbox(tmp_path) -> Path:
 
 
 @pytest.fixture
-def source(inbox) -> InboxFolderSource:
+def source(inbox) -> Source:
     return CaptureInboxFolder(path=str(inbox), settle_seconds=2.0).source()
 
 
@@ -55,10 +57,18 @@ def write_meta(inbox: Path, doc_id: str, meta: dict | bytes | str, settled: bool
     return path
 
 
-def document(source: InboxFolderSource, doc_id: str, client: str = "acme") -> Document | SourceProblem:
-    cand = source.candidate(doc_id, client)
+def document(source: Source, doc_id: str, client: str = "acme") -> Document | SourceProblem:
+    cand = source.find(doc_id, client)
     assert isinstance(cand, Candidate), cand
-    return source.document(cand)
+    return source.fetch(cand)
+
+
+EVERYTHING = Window(utc(2000, 1, 1), utc(2100, 1, 1))
+
+
+def candidates(source: Source, client: str, window: Window = EVERYTHING) -> tuple[list[Candidate], list[SourceProblem]]:
+    scan = source.scan(client, None, window)
+    return scan.candidates, scan.problems
 
 
 # -- candidates -----------------------------------------------------------------------------------
@@ -68,22 +78,22 @@ def test_candidates_are_only_the_wanted_clients_documents(inbox, source):
     write(inbox, "ACME-1", sub_organisation="finance", tags=["urgent"])
     write(inbox, "ACME-2", doc_type="credit_note")
     write(inbox, "GLX-1", client="globex")
-    found, problems = source.candidates("acme")
+    found, problems = candidates(source, "acme")
     assert problems == []
     assert [c.doc_id for c in found] == ["ACME-1", "ACME-2"]
-    assert found[0].meta["client"] == "acme" and found[0].meta["sub_organisation"] == "finance" and found[0].meta["tags"] == ["urgent"]
-    assert found[1].meta["type"] == "credit_note"
+    assert found[0].client == "acme" and found[0].sub_organisation == "finance" and found[0].tags == ["urgent"]
+    assert found[1].type == "credit_note"
     assert all(c.approved_at == APPROVED and c.approved_at.tzinfo is not None for c in found)
-    assert [c.doc_id for c in source.candidates("globex")[0]] == ["GLX-1"]
-    assert source.candidates("initech") == ([], [])
-    assert source.candidate("GLX-1", "acme") is None  # not this client's
-    assert isinstance(source.candidate("GLX-1", "globex"), Candidate)
+    assert [c.doc_id for c in candidates(source, "globex")[0]] == ["GLX-1"]
+    assert candidates(source, "initech") == ([], [])
+    assert source.find("GLX-1", "acme") is None  # not this client's
+    assert isinstance(source.find("GLX-1", "globex"), Candidate)
 
 
 def test_a_scan_with_a_window_skips_metadata_known_to_fall_outside_it(inbox, source):
     from datetime import timedelta
 
-    march = lambda t: utc(2026, 3, 1) <= t <= utc(2026, 3, 31)  # noqa: E731 - a backfill chunk's window
+    march = Window(utc(2026, 3, 1), utc(2026, 3, 31), ranged=True)  # a backfill chunk's window
     write(inbox, "IN-1")  # approved in March
     write(inbox, "OUT-1", approved_at=APPROVED - timedelta(days=60))
     write(inbox, "GLX-1", client="globex")
@@ -91,11 +101,11 @@ def test_a_scan_with_a_window_skips_metadata_known_to_fall_outside_it(inbox, sou
     (inbox / "NOT-APPROVED.pdf").write_bytes(pdf_bytes("x"))
     write_meta(inbox, "BROKEN", "{not json")
     backdate(*inbox.iterdir())
-    first, _ = source.candidates("acme", keep=march)  # reads every metadata file once
+    first, _ = candidates(source, "acme", march)  # reads every metadata file once
     assert sorted(c.doc_id for c in first) == ["IN-1", "NOT-APPROVED", "OUT-1"]  # the window is the caller's to apply
 
     with opened_files() as opened:
-        found, problems = source.candidates("acme", keep=march)
+        found, problems = candidates(source, "acme", march)
     read = sorted(Path(p).name for p in opened if p.endswith(".json"))
     assert read == ["BROKEN.json", "IN-1.json"]  # unreadable ones are always read again: their problem is reported
     assert [c.doc_id for c in found] == ["IN-1"] and [p.doc_id for p in problems] == ["BROKEN"]
@@ -104,11 +114,12 @@ def test_a_scan_with_a_window_skips_metadata_known_to_fall_outside_it(inbox, sou
     meta = json.loads((inbox / "OUT-1.json").read_text())
     meta["approved_at"] = APPROVED.isoformat()
     write_meta(inbox, "OUT-1", meta)
-    assert sorted(c.doc_id for c in source.candidates("acme", keep=march)[0]) == ["IN-1", "OUT-1"]
-    # without a window nothing is skipped
+    assert sorted(c.doc_id for c in candidates(source, "acme", march)[0]) == ["IN-1", "OUT-1"]
+    # a scheduled run's scan skips nothing for its window (every document counts, whenever approved),
+    # only what it knows to be another client's
     with opened_files() as opened:
-        assert sorted(c.doc_id for c in source.candidates("acme")[0]) == ["IN-1", "NOT-APPROVED", "OUT-1"]
-    assert len([p for p in opened if p.endswith(".json")]) == 5
+        assert sorted(c.doc_id for c in candidates(source, "acme")[0]) == ["IN-1", "NOT-APPROVED", "OUT-1"]
+    assert sorted(Path(p).name for p in opened if p.endswith(".json")) == ["BROKEN.json", "IN-1.json", "NOT-APPROVED.json", "OUT-1.json"]
 
 
 def test_naive_approval_time_is_utc_and_unapproved_has_none(inbox, source):
@@ -116,7 +127,7 @@ def test_naive_approval_time_is_utc_and_unapproved_has_none(inbox, source):
     (inbox / "A.pdf").write_bytes(pdf_bytes("A"))
     backdate(inbox / "A.pdf")
     write(inbox, "B", status="pending", approved_at=None)
-    found, problems = source.candidates("acme")
+    found, problems = candidates(source, "acme")
     assert problems == []
     assert {c.doc_id: c.approved_at for c in found} == {"A": APPROVED, "B": None}
 
@@ -124,14 +135,14 @@ def test_naive_approval_time_is_utc_and_unapproved_has_none(inbox, source):
 def test_missing_inbox_folder_is_an_error(tmp_path):
     src = CaptureInboxFolder(path=str(tmp_path / "nope")).source()
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        src.candidates("acme")
+        candidates(src, "acme")
 
 
 def test_hidden_and_temporary_files_are_ignored(inbox, source):
     write(inbox, "ACME-1")
     write_meta(inbox, ".ACME-2", {"client": "acme", "type": "invoice", "status": "approved"})
     (inbox / ".ACME-3.json.tmp").write_text("{")
-    found, problems = source.candidates("acme")
+    found, problems = candidates(source, "acme")
     assert [c.doc_id for c in found] == ["ACME-1"] and problems == []
 
 
@@ -141,30 +152,30 @@ def test_hidden_and_temporary_files_are_ignored(inbox, source):
 def test_invalid_json_is_transient_while_young_and_permanent_when_old(inbox, source):
     write(inbox, "GOOD")
     path = write_meta(inbox, "BAD", '{"client": "acme", "type": ', settled=False)
-    found, problems = source.candidates("acme")
+    found, problems = candidates(source, "acme")
     assert [c.doc_id for c in found] == ["GOOD"]
     assert len(problems) == 1
     p = problems[0]
-    assert (p.doc_id, p.client, p.transient, p.meta) == ("BAD", None, True, None)
+    assert (p.doc_id, p.client, p.transient, p.candidate) == ("BAD", None, True, None)
     assert "BAD.json is still being written" in p.message
     # unreadable metadata may concern any client: reported to every client's run
-    assert [q.doc_id for q in source.candidates("globex")[1]] == ["BAD"]
+    assert [q.doc_id for q in candidates(source, "globex")[1]] == ["BAD"]
     backdate(path)
-    p = source.candidate("BAD", "acme")
+    p = source.find("BAD", "acme")
     assert isinstance(p, SourceProblem) and p.transient is False and p.client is None
     assert "document BAD: BAD.json is not valid UTF-8 JSON" in p.message
 
 
 def test_non_utf8_json_is_a_problem(inbox, source):
     write_meta(inbox, "LATIN", '{"client": "acme", "type": "invoice", "status": "approved", "supplier": "Soci\xe9t\xe9"}'.encode("latin-1"))
-    p = source.candidate("LATIN", "acme")
+    p = source.find("LATIN", "acme")
     assert isinstance(p, SourceProblem) and not p.transient
     assert "LATIN.json is not valid UTF-8 JSON" in p.message and "utf-8" in p.message
 
 
 def test_json_that_is_not_an_object_is_a_problem(inbox, source):
     write_meta(inbox, "LIST", "[1, 2]")
-    p = source.candidate("LIST", "acme")
+    p = source.find("LIST", "acme")
     assert isinstance(p, SourceProblem) and not p.transient and "top level is not an object" in p.message
 
 
@@ -178,10 +189,10 @@ def test_json_that_is_not_an_object_is_a_problem(inbox, source):
 )
 def test_bad_metadata_is_a_permanent_problem_of_that_client(inbox, source, meta, message):
     write_meta(inbox, "M", meta)
-    p = source.candidate("M", "acme")
+    p = source.find("M", "acme")
     assert isinstance(p, SourceProblem) and not p.transient and p.client == "acme"
     assert message in p.message and p.message.startswith("document M:")
-    assert source.candidate("M", "globex") is None
+    assert source.find("M", "globex") is None
 
 
 @pytest.mark.parametrize(
@@ -199,7 +210,7 @@ def test_wrongly_typed_metadata_is_a_problem_not_a_crash(inbox, source, field, v
     write(inbox, "T")
     meta = json.loads((inbox / "T.json").read_text())
     write_meta(inbox, "T", meta | {field: value})
-    p = source.candidate("T", "acme")
+    p = source.find("T", "acme")
     assert isinstance(p, SourceProblem) and not p.transient and p.client == "acme", p
     assert message in p.message and "document T: bad metadata in T.json" in p.message
 
@@ -207,32 +218,32 @@ def test_wrongly_typed_metadata_is_a_problem_not_a_crash(inbox, source, field, v
 def test_json_without_pdf(inbox, source):
     write(inbox, "NOPDF")
     (inbox / "NOPDF.pdf").unlink()
-    found, problems = source.candidates("acme")
+    found, problems = candidates(source, "acme")
     assert found == [] and len(problems) == 1
     p = problems[0]
     assert (p.doc_id, p.client, p.transient) == ("NOPDF", "acme", False)
     assert "NOPDF.pdf is missing (metadata without file)" in p.message
-    assert p.meta["client"] == "acme" and p.approved_at == APPROVED  # for the run's filters and window
+    assert p.candidate.client == "acme" and p.approved_at == APPROVED  # for the run's filters and window
 
 
 def test_missing_json_of_a_known_document(inbox, source):
-    p = source.candidate("GONE", "acme")
+    p = source.find("GONE", "acme")
     assert isinstance(p, SourceProblem) and not p.transient and "GONE.json is missing" in p.message
 
 
 def test_pdf_still_being_written_is_transient(inbox, source):
     write(inbox, "WIP", settled=False)
     backdate(inbox / "WIP.json")  # the JSON is old, its PDF was touched just now
-    p = source.candidate("WIP", "acme")
+    p = source.find("WIP", "acme")
     assert isinstance(p, SourceProblem) and p.transient and "WIP.pdf is still being written" in p.message
     backdate(inbox / "WIP.pdf", seconds=3)  # older than settle_seconds
-    assert isinstance(source.candidate("WIP", "acme"), Candidate)
+    assert isinstance(source.find("WIP", "acme"), Candidate)
 
 
 def test_young_xml_makes_the_document_wait_too(inbox, source):
     write(inbox, "X", xml=True)
     os.utime(inbox / "X.xml")
-    p = source.candidate("X", "acme")
+    p = source.find("X", "acme")
     assert isinstance(p, SourceProblem) and p.transient and "X.xml is still being written" in p.message
 
 
@@ -258,7 +269,7 @@ def test_files_pointing_outside_the_inbox_are_refused(inbox, source, name):
     (inbox / "sub" / "x.pdf").write_bytes(pdf_bytes("x"))
     backdate(outside, inbox / "sub" / "x.pdf")
     write_meta(inbox, "ESC", {"client": "acme", "type": "invoice", "status": "approved", "approved_at": APPROVED.isoformat(), "files": [name]})
-    found, problems = source.candidates("acme")
+    found, problems = candidates(source, "acme")
     assert found == [] and len(problems) == 1
     assert not problems[0].transient and f"file name {name!r} points outside the inbox" in problems[0].message
 
@@ -292,18 +303,18 @@ def test_derived_version_follows_the_content(inbox, source):
 
 def test_fingerprint_changes_when_a_file_changes(inbox, source):
     write(inbox, "F", xml=True)
-    first = source.candidate("F", "acme").fingerprint
-    assert source.candidate("F", "acme").fingerprint == first
-    assert len(first.split(",")) == 2  # one part per file
+    first = source.find("F", "acme").fingerprint
+    assert source.find("F", "acme").fingerprint == first
+    assert len(first.split(",")) == 3  # the metadata, then one part per file
     pdf = inbox / "F.pdf"
     data = pdf.read_bytes()
     pdf.write_bytes(data[:-1] + b"X")  # same size, new content and mtime
     backdate(pdf, seconds=1000)
-    second = source.candidate("F", "acme").fingerprint
+    second = source.find("F", "acme").fingerprint
     assert second != first
     (inbox / "F.xml").write_text("<x/>")
     backdate(inbox / "F.xml", seconds=1000)
-    assert source.candidate("F", "acme").fingerprint not in (first, second)
+    assert source.find("F", "acme").fingerprint not in (first, second)
 
 
 # -- documents --------------------------------------------------------------------------------------
@@ -315,7 +326,7 @@ def test_document_streams_with_correct_hashes_and_sizes(inbox, source):
     doc = document(source, "S")
     assert isinstance(doc, Document)
     assert (doc.id, doc.client, doc.type, doc.status, doc.approved, doc.sub_organisation) == ("S", "acme", "invoice", "approved", True, "finance")
-    assert doc.tags == ["capex", "7"] and doc.metadata == {"number": "N-1", "total": "12.10"} and doc.approved_at == APPROVED
+    assert doc.tags == ["capex", "7"] and doc.fields == {"number": "N-1", "total": "12.10"} and doc.approved_at == APPROVED
     assert [(f.name, f.media_type) for f in doc.files] == [("S.pdf", "application/pdf"), ("S.xml", "application/xml")]
     xml = (inbox / "S.xml").read_bytes()
     for f, data in zip(doc.files, (pdf, xml)):
@@ -338,11 +349,12 @@ def test_archive_moves_files_then_metadata(inbox, source):
     write(inbox, "B")
     contents = {n: (inbox / n).read_bytes() for n in ("A.pdf", "A.xml", "A.json")}
     doc = document(source, "A")
-    source.archive(doc)
+    source.mark_exported(doc)
+    source.mark_exported(doc)  # idempotent
     for name, data in contents.items():
         assert not (inbox / name).exists()
         assert (inbox / "archive" / name).read_bytes() == data
-    assert source.candidate("A", "acme") is None  # archived after delivery: not a problem
-    found, problems = source.candidates("acme")
+    assert source.find("A", "acme") is None  # archived after delivery: not a problem
+    found, problems = candidates(source, "acme")
     assert [c.doc_id for c in found] == ["B"] and problems == []
     assert (inbox / "B.pdf").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -264,29 +265,34 @@ def test_batches_larger_than_a_query_chunk(ledger, key):
 # -- cursor -----------------------------------------------------------------------------------------
 
 
-def test_cursor_round_trip_is_timezone_aware_utc(ledger, key):
+def test_cursor_is_the_source_s_opaque_text_and_a_timezone_aware_utc_window_end(ledger, key):
     assert ledger.cursor(key) is None
     first = datetime(2026, 3, 5, 10, 30, 15, 123456, tzinfo=timezone.utc)
-    ledger.set_cursor(key, first, run="r1")
+    delta_link = "https://graph.example/drives/x/root/delta?token=aBc%3D%3D&$select=id,name"
+    ledger.set_cursor(key, delta_link, first, run="r1")
     got = ledger.cursor(key)
-    assert got == first and got.utcoffset() == timedelta(0)
+    assert got.position == delta_link  # opaque: stored and given back as it is
+    assert got.checked_until == first and got.checked_until.utcoffset() == timedelta(0)
     brussels = datetime(2026, 3, 6, 12, 0, tzinfo=timezone(timedelta(hours=1)))
-    ledger.set_cursor(key, brussels, run="r2")
+    ledger.set_cursor(key, None, brussels, run="r2")
     got = ledger.cursor(key)
-    assert got == brussels == utc(2026, 3, 6, 11, 0)  # the same instant
-    assert got.utcoffset() == timedelta(0)
+    assert got.position is None
+    assert got.checked_until == brussels == utc(2026, 3, 6, 11, 0)  # the same instant
+    assert got.checked_until.utcoffset() == timedelta(0) and got.last_run == "r2"
     assert ledger.cursor(key + "-other") is None
-    cursor_events = [e for e in ledger.events_of(key) if e["event"] == "cursor"]
-    assert [(e["detail"], e["run"]) for e in cursor_events] == [(first.isoformat(), "r1"), (brussels.isoformat(), "r2")]
+    cursor_events = [json.loads(e["detail"]) | {"run": e["run"]} for e in ledger.events_of(key) if e["event"] == "cursor"]
+    assert cursor_events == [{"position": delta_link, "checked_until": first.isoformat(), "run": "r1"},
+                             {"position": None, "checked_until": brussels.isoformat(), "run": "r2"}]
 
 
 def test_cursor_survives_a_new_ledger_object(url, key):
     first = Ledger(url)
-    first.set_cursor(key, utc(2026, 1, 2, 3, 4, 5))
+    first.set_cursor(key, "page-token-42", utc(2026, 1, 2, 3, 4, 5))
     first.dispose()
     second = Ledger(url)
     try:
-        assert second.cursor(key) == utc(2026, 1, 2, 3, 4, 5)
+        assert second.cursor(key).position == "page-token-42"
+        assert second.cursor(key).checked_until == utc(2026, 1, 2, 3, 4, 5)
     finally:
         second.dispose()
 

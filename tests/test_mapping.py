@@ -11,7 +11,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from deployments.config import Config, Integration
+from deployments.config import Config
+from deployments.schema import Integration
 from tasks.connectors.base import Mode
 from tasks.documents import Document, DocumentFile
 from tasks.mapping import Lookups, MappingError, map_document, preview, sanitize_segment
@@ -40,7 +41,7 @@ def make_doc(doc_id: str = "INV-1001", *, files: list[DocumentFile] | None = Non
         tags=["urgent"],
         status="approved",
         approved_at=APPROVED,
-        metadata={
+        fields={
             "number": "INV-2026-0042",
             "supplier": "Globex Industrial BV",
             "supplier_number": "S-1001",
@@ -180,7 +181,7 @@ def test_lookup_miss_uses_the_default_or_names_document_table_and_key(config_dir
 def test_package_fields_fall_back_to_metadata_and_mode(config_dir):
     doc = make_doc()
     package = mapped(doc, make_integ(), config_dir)
-    assert package.fields == doc.metadata
+    assert package.fields == doc.fields
     assert package.mode is Mode.PRODUCTION
     assert mapped(doc, make_integ(mode="dry-run"), config_dir).mode is Mode.PRODUCTION
     assert mapped(doc, make_integ(mode="test"), config_dir).mode is Mode.TEST
@@ -264,7 +265,7 @@ def test_a_template_literal_dot_dot_is_refused_at_render_time(config_dir):
 
 
 def test_sanitize_segment_rules():
-    from deployments.config import Sanitize
+    from deployments.schema import Sanitize
 
     assert sanitize_segment("../../etc/passwd", Sanitize()) == "_._etc_passwd"
     assert sanitize_segment("..", Sanitize()) == ""
@@ -430,3 +431,26 @@ def test_preview_returns_paths_without_delivering_or_reading(config_dir):
     assert out["fields"]["vendor_code"] == "V-GLOBEX"
     assert opened == []  # nothing was read, let alone sent
     assert not (config_dir / "out").exists() and sorted(p.name for p in config_dir.iterdir()) == ["lookups"]
+
+
+# -- spoofing characters (names that display as something else) --------------------------------------
+
+SPOOFING = {
+    "bidirectional override": ("invoice\u202efdp.exe", "invoicefdp.exe"),  # displays as "invoiceexe.pdf"
+    "bidirectional isolates and marks": ("a\u2066b\u2067c\u2068d\u2069e\u200ef\u200fg\u061c", "abcdefg"),
+    "zero-width characters": ("Glo\u200bbex\u200c \u200dBV\u2060\ufeff", "Globex BV"),
+    "soft hyphen and separators": ("in\u00advoice\u2028x\u2029y", "invoicexy"),
+    "fullwidth look-alikes": ("\uff0e\uff0e\uff0fetc\uff0fpasswd", "_etc_passwd"),  # "../etc/passwd": no dots, no slashes
+    "fullwidth letters and digits": ("\uff21\uff23\uff2d\uff25\uff11", "ACME1"),
+}
+
+
+@pytest.mark.parametrize("value,expected", list(SPOOFING.values()), ids=list(SPOOFING))
+def test_spoofing_characters_never_reach_a_file_or_folder_name(config_dir, value, expected):
+    doc = make_doc(metadata={"number": "INV-1", "supplier": value})
+    package = mapped(doc, make_integ({"folder": "{client}/{supplier}", "filename": "{supplier}_{number}.{ext}"}), config_dir)
+    assert package.folder == f"acme/{expected}"
+    assert package.main.name == f"{expected}_INV-1.pdf"
+    for text in (package.folder, package.main.name):
+        assert not any(unicodedata.category(c) in ("Cf", "Zl", "Zp") for c in text), text
+        assert all(unicodedata.normalize("NFKC", c) == c for c in text), text  # no look-alike left

@@ -114,8 +114,7 @@ from flows.checks import check_connections  # noqa: E402
 from flows.sync import sync  # noqa: E402
 from tests.connectors.harness_email import USER as SMTP_USER  # noqa: E402
 from tests.connectors.harness_email import SmtpServer  # noqa: E402
-from tests.connectors.harness_s3 import REGION, moto_s3_server  # noqa: E402,F401 - fixture
-from tests.connectors.harness_sftp import sftp_server  # noqa: E402,F401 - fixture
+from tests.connectors.harness_s3 import REGION  # noqa: E402
 from tests.connectors.harness_webhook import Receiver, new_secret  # noqa: E402
 
 

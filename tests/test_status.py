@@ -39,7 +39,7 @@ def known_ledger(ws, key: str) -> None:
     led.begin_attempts(key, [("P-1", "v1", {})], "r2")  # attempt recorded, no result yet: pending
     led.record(key, [Result("F-1", "v1", error="document F-1: connection reset", permanent=False)], max_attempts=3, run="r2")
     led.record(key, [Result("NA-1", "v1", error="document NA-1: key 'S-9' not found in lookup table 'vendors'", permanent=True)], max_attempts=1, run="r3")
-    led.set_cursor(key, utc(2026, 10, 14, 11, 0), "r3")
+    led.set_cursor(key, utc(2026, 10, 14, 11, 0).isoformat(), utc(2026, 10, 14, 11, 0), "r3")
     led.dispose()
 
 
@@ -76,7 +76,7 @@ def _setup(ws):
     apply_deployments(load_config())
     late = ws.integration("late", client=client, filters={"document_types": ["receipt"]})  # in the file, never deployed
     known_ledger(ws, inv)
-    ws.ledger().set_cursor(orders, utc(2026, 10, 13, 6, 0), "r9")
+    ws.ledger().set_cursor(orders, None, utc(2026, 10, 13, 6, 0), "r9")
     asyncio.run(_pause(f"{FLOW_NAME}/{client}-orders"))
     ended = asyncio.run(_complete_a_run_of(f"{FLOW_NAME}/{client}-invoices"))
     return client, inv, orders, alt, late, ended

@@ -177,22 +177,25 @@ def test_malformed_and_half_written_pairs_are_retried_not_dropped(workspace):
     assert (workspace.out / "acme/invoice/HALF-1.pdf").exists()
 
 
-def test_late_approval_inside_the_lookback_is_delivered_and_before_activation_is_not(workspace):
+def test_late_approvals_are_delivered_whatever_the_lookback_and_before_activation_never(workspace):
+    """The inbox lists every document on each scan: a late approval inside the lookback, and one outside
+    it that the ledger never saw (issue 12), are both delivered by scheduled runs; one approved before
+    activation never is, not even by a backfill from before it."""
     key = workspace.integration(lookback="6h", activated_at="2026-06-01T00:00:00Z")
     write_document(workspace.inbox, "LATE-1", client="acme", status="pending", approved_at=None)
     write_document(workspace.inbox, "OLD-1", client="acme", approved_at=utc(2026, 5, 31, 23, 59))
     sync(integration=key)
     assert delivered_files(workspace) == []
-    cursor = workspace.ledger().cursor(key)
+    cursor = workspace.ledger().cursor(key).checked_until
     # approved later, but with an approval time before the cursor (inside the lookback)
     write_document(workspace.inbox, "LATE-1", client="acme", approved_at=cursor - timedelta(hours=2))
-    # outside the lookback: a normal run does not see it, a backfill does
+    # outside the lookback: found all the same, since the inbox lists everything
     write_document(workspace.inbox, "LATE-2", client="acme", approved_at=cursor - timedelta(hours=9))
     sync(integration=key)
-    assert delivered_files(workspace) == ["LATE-1.pdf"]
-    sync(integration=key, since=utc(2026, 1, 1))  # backfill from before activation: activation still holds
     assert delivered_files(workspace) == ["LATE-1.pdf", "LATE-2.pdf"]
-    assert workspace.ledger().cursor(key) > cursor
+    backfill = sync(integration=key, since=utc(2026, 1, 1))  # backfill from before activation: activation still holds
+    assert backfill["outcomes"] == [] and delivered_files(workspace) == ["LATE-1.pdf", "LATE-2.pdf"]
+    assert workspace.ledger().cursor(key).checked_until > cursor
     assert workspace.ledger().rows(key, doc_ids=["OLD-1"]) == []
 
 

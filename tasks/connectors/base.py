@@ -1,9 +1,10 @@
 """The connector interface every destination implements.
 
-Like rclone's backends: a small required interface (`check`, `deliver`), and
-optional abilities declared as flags that the sync code looks for at runtime.
-A connector is built from a connection block (`ConnectionBlock.connector`),
-opened once per run (`with connector:`) and reused for every document.
+Like rclone's backends: a small required interface (`check`, `deliver`) and optional abilities.
+An ability is never declared: it is derived from the methods a connector class implements (as
+rclone's Features.Fill does), so no connector can claim one it lacks. A connector is built from a
+connection block (`ConnectionBlock.connector`, tasks.registry), opened once per run (`with
+connector:`) and reused for every document.
 """
 
 from __future__ import annotations
@@ -17,23 +18,47 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
+from tasks import registry
+from tasks.errors import (
+    CredentialsRefusedError,
+    PermanentError,
+    RemoteError,
+    TransientError,
+)
+from tasks.secrets import scrub
+
 if TYPE_CHECKING:
     from prefect.blocks.core import Block
 
+# The names connectors raise (one error hierarchy for every remote exchange: tasks.errors).
+DeliveryError = RemoteError
+TransientDeliveryError = TransientError
+PermanentDeliveryError = PermanentError
+__all__ = ["CredentialsRefusedError", "DeliveryError", "PermanentDeliveryError", "TransientDeliveryError"]
+
 
 class Ability(str, enum.Enum):
-    """Optional abilities a connector may declare."""
+    """Optional abilities, each derived from the method that provides it (`Connector.abilities`)."""
 
-    VERIFY = "verify"  # checks size (and hash where it can) after the upload
-    IDEMPOTENCY_LOOKUP = "lookup"  # can tell whether a package was already delivered
-    ASYNC_STATUS = "async_status"  # the destination confirms later: poll `status`
-    REMOVE_PARTIAL = "remove_partial"  # can remove what a failed upload left behind
-    TOKEN_REFRESH = "token_refresh"  # refreshes OAuth tokens and saves them to its block
-    ATOMIC = "atomic"  # a file never appears under its final name half-written
-    INVENTORY = "inventory"  # can list what the destination holds (reconciliation)
-    CERTIFICATION = "certification"  # passes certification mode on to the destination (Pagero-style sendMode)
-    PARALLEL = "parallel"  # `deliver` may run in several threads at once, up to `parallelism` (rclone's --transfers)
-    PIPELINE = "pipeline"  # `deliver_many` sends several packages in one exchange (fewer round trips than one by one)
+    IDEMPOTENCY_LOOKUP = "lookup"  # lookup(): can tell whether a package was already delivered
+    ASYNC_STATUS = "status"  # status(): the destination confirms later (submitted, then accepted or rejected)
+    REMOVE_PARTIAL = "remove_partial"  # remove_partial(): can remove what a failed upload left behind
+    INVENTORY = "inventory"  # inventory(): can list what the destination holds (reconciliation)
+    CERTIFICATION = "certification"  # certification(): passes certification mode on (Pagero-style sendMode)
+    PARALLEL = "parallel"  # parallelism: `deliver` may run in several threads at once (rclone's --transfers)
+    PIPELINE = "pipeline"  # deliver_many(): several packages in one exchange (fewer round trips)
+
+
+# Ability -> the Connector attribute whose override provides it.
+_PROVIDED_BY = {
+    Ability.IDEMPOTENCY_LOOKUP: "lookup",
+    Ability.ASYNC_STATUS: "status",
+    Ability.REMOVE_PARTIAL: "remove_partial",
+    Ability.INVENTORY: "inventory",
+    Ability.CERTIFICATION: "certification",
+    Ability.PARALLEL: "parallelism",
+    Ability.PIPELINE: "deliver_many",
+}
 
 
 class Mode(str, enum.Enum):
@@ -43,34 +68,6 @@ class Mode(str, enum.Enum):
     TEST = "test"
     CERTIFICATION = "certification"
     DRY_RUN = "dry-run"
-
-
-class DeliveryError(Exception):
-    """A delivery failed. `permanent` errors are not retried within a run."""
-
-    permanent: ClassVar[bool] = False
-
-    def __init__(self, message: str, *, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class TransientDeliveryError(DeliveryError):
-    """Network errors, timeouts, 408/429/5xx: retried with backoff."""
-
-    permanent = False
-
-
-class PermanentDeliveryError(DeliveryError):
-    """Bad credentials, permission denied, 4xx, bad content: not retried within the run."""
-
-    permanent = True
-
-
-class CredentialsRefusedError(PermanentDeliveryError):
-    """The destination refused the connection's credentials (a webhook's 401), found only once a
-    document is sent. No document is at fault: the sync run stops sending, fails naming the
-    connection, and its documents stay `failed` for the next run, never parked for it."""
 
 
 @dataclass
@@ -120,11 +117,29 @@ class Package:
 
 @dataclass
 class Delivery:
-    """What the destination confirmed."""
+    """What the destination confirmed.
+
+    `accepted` False: the destination took the document but decides later (an access point's
+    validation): the ledger records it `submitted` with `remote_ref` and `detail`, and `status()`
+    is asked until it says accepted or rejected (Ability.ASYNC_STATUS)."""
 
     remote_ref: str
     already_present: bool = False  # an earlier attempt had delivered it; nothing sent twice
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)  # stored in the ledger (JSON): what status() needs
+    accepted: bool = True
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What `status()` says of a submitted delivery."""
+
+    PENDING: ClassVar[str] = "pending"
+    ACCEPTED: ClassVar[str] = "accepted"
+    REJECTED: ClassVar[str] = "rejected"
+
+    state: str  # PENDING (keep waiting), ACCEPTED or REJECTED
+    reason: str = ""  # why rejected, or what it waits for ("awaiting interaction")
+    detail: dict[str, Any] | None = None  # replaces the stored detail when given (a document id learnt later)
 
 
 class RemoteFile(NamedTuple):
@@ -150,21 +165,31 @@ class ConnectorOptions(BaseModel):
 
 
 class Connector(ABC):
-    """A destination. Subclasses set `abilities` and implement `check` and `deliver`.
+    """A destination. Subclasses implement `check` and `deliver`, and any optional method.
 
     `connection` is the connection block (shared by many clients); `options` are the
-    integration's own settings for this connector, validated by `options_model`.
+    integration's own settings for this connector, validated by `options_model`. `abilities`
+    is derived from the optional methods the class overrides; it cannot be set.
     """
 
     abilities: ClassVar[frozenset[Ability]] = frozenset()
     options_model: ClassVar[type[ConnectorOptions]] = ConnectorOptions
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "abilities" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: abilities are derived from the methods a connector implements; do not set them")
+        cls.abilities = frozenset(
+            ability for ability, name in _PROVIDED_BY.items() if getattr(cls, name) is not getattr(Connector, name)
+        )
+
     def __init__(
         self,
         connection: Block,
-        mode: Mode = Mode.PRODUCTION,
+        mode: Mode | None = None,
         options: dict[str, Any] | ConnectorOptions | None = None,
     ):
+        mode = mode or Mode.PRODUCTION
         self.connection = connection
         self.mode = mode
         if mode == Mode.CERTIFICATION and Ability.CERTIFICATION not in self.abilities:
@@ -197,6 +222,10 @@ class Connector(ABC):
         label = getattr(self.connection, "label", None)
         return label() if callable(label) else type(self.connection).__name__
 
+    def scrub(self, text: str) -> str:
+        """`text` without any of the connection's secrets (every error message goes through it)."""
+        return scrub(text, self.connection.secret_values())
+
     def test_setting(self, name: str) -> Any:
         """The connection's test target (test folder, URL, prefix, recipient) for test mode.
 
@@ -219,16 +248,16 @@ class Connector(ABC):
         same package after a crash must be a no-op where the destination allows it.
         """
 
-    # -- optional abilities --------------------------------------------------
+    # -- optional abilities: implementing one of these methods gives the connector its ability ------
     @property
     def parallelism(self) -> int:
-        """Ability.PARALLEL: how many `deliver` calls the sync flow may run at once (thread-safe up to this)."""
+        """Ability.PARALLEL: how many `deliver` calls the engine may run at once (thread-safe up to this)."""
         return 1
 
     def deliver_many(self, packages: Sequence[Package]) -> list[Delivery | DeliveryError]:
         """Deliver several packages; results in input order, a DeliveryError returned (not raised) per package.
 
-        The default delivers them one by one. A connector with Ability.PIPELINE overrides it to send
+        The default delivers them one by one. A connector that overrides it (Ability.PIPELINE) sends
         them in one exchange, with each package's guarantees unchanged (atomic, trigger file last)."""
         results: list[Delivery | DeliveryError] = []
         for package in packages:
@@ -239,19 +268,20 @@ class Connector(ABC):
         return results
 
     def lookup(self, package: Package) -> Delivery | None:
-        """Ability.IDEMPOTENCY_LOOKUP: the earlier delivery of this package, if any."""
+        """Ability.IDEMPOTENCY_LOOKUP: the earlier delivery (or submission) of this package, if any."""
         raise NotImplementedError
 
-    def status(self, delivery: Delivery) -> str:
-        """Ability.ASYNC_STATUS: 'pending', 'delivered' or 'rejected: <reason>'."""
+    def status(self, delivery: Delivery) -> Confirmation:
+        """Ability.ASYNC_STATUS: what the destination now says of a submitted delivery (remote_ref, detail)."""
         raise NotImplementedError
 
     def remove_partial(self, package: Package) -> None:
         """Ability.REMOVE_PARTIAL: remove what a failed delivery of this package left."""
         raise NotImplementedError
 
-    def refresh_token(self) -> None:
-        """Ability.TOKEN_REFRESH: refresh and save the new token to the block at once."""
+    def certification(self) -> str:
+        """Ability.CERTIFICATION: where certification-mode deliveries go, e.g. "certification_url
+        https://..." or "sendMode=Certification" (shown by docroute check)."""
         raise NotImplementedError
 
     def files_written(self, package: Package) -> list[PackageFile]:
@@ -269,9 +299,7 @@ class Connector(ABC):
 
 def certification_connections() -> list[str]:
     """Connection block types whose connector passes certification mode on (for error messages)."""
-    from tasks.connectors import CONNECTORS, connector_class
-
-    return [slug for slug in sorted(CONNECTORS) if Ability.CERTIFICATION in connector_class(slug).abilities]
+    return [slug for slug in registry.connection_types() if Ability.CERTIFICATION in registry.connector_class(slug).abilities]
 
 
 class VerifyingReader:

@@ -37,12 +37,12 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from blocks.smtp import _address
+from blocks.smtp import check_address
 from tasks.connectors.base import (
-    CredentialsRefusedError,
     CheckResult,
     Connector,
     ConnectorOptions,
+    CredentialsRefusedError,
     Delivery,
     DeliveryError,
     Mode,
@@ -81,7 +81,7 @@ class EmailOptions(ConnectorOptions):
     @field_validator("to", "cc")
     @classmethod
     def _addresses(cls, values: list[str]) -> list[str]:
-        return [_address(v) for v in values]
+        return [check_address(v) for v in values]
 
     @field_validator("subject", "body")
     @classmethod
@@ -129,10 +129,6 @@ class EmailConnector(Connector):
             finally:
                 smtp.close()
 
-    def _scrub(self, text: str) -> str:
-        for secret in self.connection.secret_values():
-            text = text.replace(secret, "***")
-        return text
 
     def _connect(self) -> smtplib.SMTP:
         try:
@@ -144,7 +140,7 @@ class EmailConnector(Connector):
         block, label = self.connection, self.label
         if isinstance(exc, smtplib.SMTPAuthenticationError):
             return CredentialsRefusedError(
-                f"{label}: login as {block.username!r} refused ({self._scrub(_reply(exc))}); check username and password"
+                f"{label}: login as {block.username!r} refused ({self.scrub(_reply(exc))}); check username and password"
             )
         if isinstance(exc, smtplib.SMTPNotSupportedError):
             return PermanentDeliveryError(f"{label}: {exc} (check the connection's security setting)")
@@ -154,7 +150,7 @@ class EmailConnector(Connector):
                 f"certificate, or set ca_bundle on the connection to the CA that issued it"
             )
         if isinstance(exc, smtplib.SMTPResponseException):
-            return _code_error(exc.smtp_code)(f"{label}: server refused the session: {self._scrub(_reply(exc))}")
+            return _code_error(exc.smtp_code)(f"{label}: server refused the session: {self.scrub(_reply(exc))}")
         if isinstance(exc, smtplib.SMTPServerDisconnected):
             return TransientDeliveryError(f"{label}: server closed the connection while logging in")
         if isinstance(exc, OSError):
@@ -301,10 +297,10 @@ class EmailConnector(Connector):
                 codes = {rcpt: _reply(smtplib.SMTPResponseException(*r)) for rcpt, r in exc.recipients.items()}
                 temporary = any(400 <= code < 500 for code, _ in exc.recipients.values())
                 cls = TransientDeliveryError if temporary else PermanentDeliveryError
-                raise cls(f"{where} refused every recipient: {self._scrub(str(codes))}") from None
+                raise cls(f"{where} refused every recipient: {self.scrub(str(codes))}") from None
             except smtplib.SMTPResponseException as exc:
                 what = "sender" if isinstance(exc, smtplib.SMTPSenderRefused) else "message"
-                raise _code_error(exc.smtp_code)(f"{where} refused the {what}: {self._scrub(_reply(exc))}") from None
+                raise _code_error(exc.smtp_code)(f"{where} refused the {what}: {self.scrub(_reply(exc))}") from None
             except (smtplib.SMTPException, OSError) as exc:
                 self._drop()
                 raise TransientDeliveryError(f"{where}: connection failed while sending: {type(exc).__name__}") from None

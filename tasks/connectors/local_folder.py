@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 from tasks.connectors.base import (
-    Ability,
     CheckResult,
     Connector,
     Delivery,
@@ -36,8 +35,6 @@ def _sha256_file(path: Path) -> str:
 
 
 class LocalFolderConnector(Connector):
-    abilities = frozenset({Ability.VERIFY, Ability.IDEMPOTENCY_LOOKUP, Ability.REMOVE_PARTIAL, Ability.ATOMIC, Ability.INVENTORY})
-
     @property
     def root(self) -> Path:
         return Path(self.test_setting("test_folder") if self.mode == Mode.TEST else self.connection.base_folder)

@@ -42,15 +42,12 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     NoCredentialsError,
-    ParamValidationError,
     PartialCredentialsError,
     ProfileNotFound,
 )
 
 from blocks.s3 import normalise_prefix
 from tasks.connectors.base import (
-    CredentialsRefusedError,
-    Ability,
     CheckResult,
     Connector,
     Delivery,
@@ -62,6 +59,7 @@ from tasks.connectors.base import (
     TransientDeliveryError,
     VerifyingReader,
 )
+from tasks.s3 import s3_error
 
 logger = logging.getLogger(__name__)
 
@@ -71,24 +69,6 @@ MAX_PARTS = 10_000
 METADATA_LIMIT = 2048  # bytes of user metadata keys + values (AWS)
 RESERVED_METADATA = ("doc-id", "version", "sha256", "idempotency-key", "document-type")
 
-_TRANSIENT_CODES = {
-    "SlowDown",
-    "InternalError",
-    "ServiceUnavailable",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequests",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "ConditionalRequestConflict",  # two concurrent conditional writes: retry
-    "OperationAborted",  # "a conflicting conditional operation is in progress"
-    "BadDigest",  # the body was damaged in transit (Content-MD5 did not match): send again
-    "IncompleteBody",
-    "XAmzContentSHA256Mismatch",
-}
-_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidSecurity"}
 
 
 class _Exists(Exception):
@@ -132,8 +112,6 @@ def _metadata_key(name: str) -> str:
 class S3Connector(Connector):
     """Writes each file of a package as one object: key = prefix + package.path_of(file)."""
 
-    abilities = frozenset({Ability.VERIFY, Ability.IDEMPOTENCY_LOOKUP, Ability.REMOVE_PARTIAL, Ability.ATOMIC, Ability.INVENTORY})
-
     _client: Any = None
 
     # -- lifecycle ----------------------------------------------------------
@@ -143,7 +121,7 @@ class S3Connector(Connector):
         try:
             self._client = self.connection.s3_client()
         except (ProfileNotFound, NoCredentialsError, PartialCredentialsError, ValueError) as exc:
-            raise PermanentDeliveryError(f"{self.label}: cannot build an S3 client: {self._scrub(str(exc))}") from None
+            raise PermanentDeliveryError(f"{self.label}: cannot build an S3 client: {self.scrub(str(exc))}") from None
         except (ClientError, BotoCoreError) as exc:  # e.g. assume-role refused
             raise self._error(exc, None, None, "connect") from None
 
@@ -184,51 +162,10 @@ class S3Connector(Connector):
         return list(package.files)
 
     # -- errors ---------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        for secret in self.connection.secret_values():
-            text = text.replace(secret, "***")
-        return text
 
     def _error(self, exc: Exception, package: Package | None, key: str | None, action: str) -> DeliveryError:
-        where = f"s3://{self.bucket}/{key}" if key else f"bucket {self.bucket}"
         head = f"document {package.doc_id}: " if package else ""
-        if isinstance(exc, ClientError):
-            err = exc.response.get("Error", {})
-            meta = exc.response.get("ResponseMetadata", {})
-            code = str(err.get("Code", ""))
-            status = int(meta.get("HTTPStatusCode") or 0)
-            message = self._scrub(str(err.get("Message", "")))
-            if code in ("NoSuchBucket",) or (code == "404" and action == "check"):
-                reason = f"bucket {self.bucket} does not exist"
-            elif code in _CREDENTIAL_CODES:
-                reason = f"credentials rejected ({code}): check the access key and secret of the AWS credentials block"
-            elif code in ("AccessDenied", "403", "AllAccessDisabled", "AccountProblem"):
-                reason = f"access denied ({code}) to bucket {self.bucket}: wrong credentials or missing permission"
-            elif code == "NotImplemented" or status == 501:
-                # Some S3-compatible stores lack conditional writes; retrying will not help.
-                return PermanentDeliveryError(
-                    f"{head}S3 {action} of {where} on {self.label} failed: the store does not implement this request "
-                    f"({message}); it needs conditional writes (If-None-Match / If-Match) and multipart uploads"
-                )
-            else:
-                reason = f"{code or status} {message}".strip()
-            text = f"{head}S3 {action} of {where} on {self.label} failed: {reason}"
-            # NoSuchKey on an If-Match replace: deleted since we looked; the retry creates it.
-            replaced_gone = action == "replace" and code in ("NoSuchKey", "404")
-            if code in _TRANSIENT_CODES or status in (408, 429) or status >= 500 or replaced_gone:
-                retry_after = meta.get("HTTPHeaders", {}).get("retry-after")
-                try:
-                    seconds = float(retry_after) if retry_after else None
-                except ValueError:
-                    seconds = None
-                return TransientDeliveryError(text, retry_after=seconds)
-            if code in _CREDENTIAL_CODES:
-                return CredentialsRefusedError(text)
-            return PermanentDeliveryError(text)
-        text = f"{head}S3 {action} of {where} on {self.label} failed: {self._scrub(str(exc))}"
-        if isinstance(exc, (NoCredentialsError, PartialCredentialsError, ParamValidationError, ProfileNotFound)):
-            return PermanentDeliveryError(text)
-        return TransientDeliveryError(text)  # connection refused/reset, timeouts, other transport errors
+        return s3_error(exc, bucket=self.bucket, key=key, action=action, label=self.label, head=head, scrub=self.scrub)
 
     def _call(self, package: Package | None, key: str | None, action: str, fn: Callable[..., Any], **kwargs) -> Any:
         try:
@@ -478,7 +415,7 @@ class S3Connector(Connector):
         except (ClientError, BotoCoreError) as exc:
             # remove_partial (Ability.REMOVE_PARTIAL) cleans it up on the next attempt.
             logger.warning("could not abort the multipart upload of s3://%s/%s on %s: %s",
-                           self.bucket, key, self.label, self._scrub(str(exc)))
+                           self.bucket, key, self.label, self.scrub(str(exc)))
 
     # -- reconciliation ---------------------------------------------------------
     def inventory(self, prefix: str = "", hashes: bool = False):

@@ -41,10 +41,7 @@ second copy in the new day's folder unless the ledger already recorded the first
 
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
-import io
 import logging
 import posixpath
 import shlex
@@ -61,6 +58,7 @@ from datetime import datetime, timezone
 from typing import BinaryIO
 
 import paramiko
+from paramiko.message import Message
 from paramiko.sftp import (
     CMD_ATTRS,
     CMD_CLOSE,
@@ -81,14 +79,10 @@ from paramiko.sftp import (
     SFTPError,
     int64,
 )
-from paramiko.message import Message
 
-from blocks.sftp import parse_host_key
 from tasks.connectors.base import (
-    Ability,
     CheckResult,
     Connector,
-    CredentialsRefusedError,
     Delivery,
     DeliveryError,
     Mode,
@@ -98,6 +92,7 @@ from tasks.connectors.base import (
     TransientDeliveryError,
     VerifyingReader,
 )
+from tasks.ssh import open_sftp
 
 log = logging.getLogger("docroute.connectors.sftp")
 
@@ -283,39 +278,7 @@ class _Job:
         return self.uploads[-1].target if self.uploads else "?"
 
 
-def _fingerprint(key: paramiko.PKey) -> str:
-    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-
-
-def _host_key_algorithms(keytype: str) -> list[str]:
-    # A pinned RSA key is signed with rsa-sha2-*; paramiko no longer offers ssh-rsa (SHA-1).
-    return ["rsa-sha2-512", "rsa-sha2-256"] if keytype == "ssh-rsa" else [keytype]
-
-
-def _load_private_key(text: str, passphrase: str | None, label: str) -> paramiko.PKey:
-    last: Exception | None = None
-    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return cls.from_private_key(io.StringIO(text), password=passphrase)
-        except paramiko.PasswordRequiredException:
-            raise PermanentDeliveryError(
-                f"{label}: private_key is encrypted: set private_key_passphrase on the connection"
-            ) from None
-        except (paramiko.SSHException, ValueError, TypeError) as exc:
-            last = exc
-    detail = "wrong private_key_passphrase, or " if passphrase else ""
-    raise PermanentDeliveryError(
-        f"{label}: cannot load private_key ({detail}not an ed25519, ECDSA or RSA key in PEM/OpenSSH format: "
-        f"{type(last).__name__})"
-    ) from None
-
-
 class SftpConnector(Connector):
-    abilities = frozenset(
-        {Ability.VERIFY, Ability.IDEMPOTENCY_LOOKUP, Ability.REMOVE_PARTIAL, Ability.ATOMIC, Ability.INVENTORY, Ability.PARALLEL,
-         Ability.PIPELINE}
-    )
-
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._idle: list[_Conn] = []  # connections ready for use: one for serial runs, up to pool_size
@@ -335,79 +298,9 @@ class SftpConnector(Connector):
         return f"{b.host}:{b.port}"
 
     def _connect(self) -> _Conn:
-        b = self.connection
-        label = self.label
-        try:
-            sock = socket.create_connection((b.host, b.port), timeout=b.connect_timeout)
-        except OSError as exc:
-            raise TransientDeliveryError(f"{label}: cannot reach {self._where}: {exc.strerror or exc}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = paramiko.Transport(sock)
-        ok = False
-        try:
-            transport.banner_timeout = b.connect_timeout
-            transport.auth_timeout = b.connect_timeout
-            pinned_type, pinned_fp = parse_host_key(b.host_key) if b.host_key else (None, None)
-            if pinned_type and b.verify_host_key:
-                opts = transport.get_security_options()
-                wanted = [k for k in _host_key_algorithms(pinned_type) if k in opts.key_types]
-                if not wanted:
-                    raise PermanentDeliveryError(f"{label}: pinned host key type {pinned_type} is not supported")
-                opts.key_types = wanted
-            try:
-                transport.start_client(timeout=b.connect_timeout)
-            except paramiko.SSHException as exc:
-                if pinned_type and "host key" in str(exc).lower():
-                    raise PermanentDeliveryError(
-                        f"{label}: host key mismatch for {self._where}: pinned {pinned_type} key {pinned_fp}, "
-                        f"but the server offers no {pinned_type} host key. Connection refused; if the server's "
-                        f"key really changed, update host_key on the connection"
-                    ) from None
-                raise TransientDeliveryError(f"{label}: SSH handshake with {self._where} failed: {exc}") from None
-            key = transport.get_remote_server_key()
-            actual = _fingerprint(key)
-            if b.verify_host_key and actual != pinned_fp:
-                raise PermanentDeliveryError(
-                    f"{label}: host key mismatch for {self._where}: pinned {pinned_fp}, server presented "
-                    f"{key.get_name()} {actual}. Connection refused; if the server's key really changed, "
-                    f"update host_key on the connection"
-                )
-            self._authenticate(transport)
-            chan = transport.open_session(timeout=b.connect_timeout)
-            chan.settimeout(b.timeout)
-            chan.invoke_subsystem("sftp")
-            sftp = _SFTPClient(chan)
-            ok = True
-        except DeliveryError:
-            raise
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise TransientDeliveryError(f"{label}: cannot open an SFTP session on {self._where}: {exc}") from None
-        finally:
-            if not ok:
-                transport.close()
+        transport, sftp = open_sftp(self.connection, self.label, _SFTPClient)
         self.connects += 1
         return _Conn(transport, sftp)
-
-    def _authenticate(self, transport: paramiko.Transport) -> None:
-        b = self.connection
-        failed = f"{self.label}: authentication failed for user {b.username} on {self._where}"
-        try:
-            if b.private_key is not None:
-                passphrase = b.private_key_passphrase.get_secret_value() if b.private_key_passphrase else None
-                pkey = _load_private_key(b.private_key.get_secret_value(), passphrase, self.label)
-                try:
-                    transport.auth_publickey(b.username, pkey)
-                    return
-                except paramiko.AuthenticationException:
-                    if b.password is None:
-                        raise CredentialsRefusedError(f"{failed} (private key refused)") from None
-            transport.auth_password(b.username, b.password.get_secret_value())
-        except paramiko.BadAuthenticationType as exc:
-            raise CredentialsRefusedError(f"{failed} (server allows only: {', '.join(exc.allowed_types)})") from None
-        except paramiko.AuthenticationException:
-            raise CredentialsRefusedError(f"{failed} (wrong password or key)") from None
-        if not transport.is_authenticated():
-            raise CredentialsRefusedError(failed)
 
     def _checkout(self) -> _Conn:
         with self._lock:

@@ -20,15 +20,12 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from blocks.smtp import SmtpConnection
 from tasks.connectors.email import EmailConnector
 from tests.connectors.conformance import Harness
+from tests.net import free_port
 
 USER = "docroute@example.test"
 RECIPIENT = "ap@client.example"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -52,7 +49,7 @@ class SmtpServer:
         self._rcpt_replies: list[str] = []
         self._data_replies: list[str] = []
         self._lock = threading.Lock()
-        self.port = port or _free_port()
+        self.port = port or free_port()
         settings = {"auth_required": True, "auth_require_tls": False, **smtp_kwargs}
         self.controller = Controller(
             self, hostname="127.0.0.1", port=self.port, authenticator=self._authenticate, **settings

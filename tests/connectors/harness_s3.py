@@ -16,7 +16,6 @@ the main object was written (a rewrite is a second version).
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from prefect_aws import AwsCredentials
 
 from blocks.s3 import S3Connection, normalise_prefix
 from tests.connectors.conformance import Harness
+from tests.net import free_port
 
 REGION = "us-east-1"
 
@@ -51,15 +51,11 @@ class MotoS3:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_moto() -> tuple[subprocess.Popen, str]:
     for _ in range(3):  # the free port can be taken between probe and bind: try again
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,

@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 
-from tests.connectors.harness_sftp import sftp_server  # noqa: F401 - session fixture: one real sshd
 from tests.faults.proxy import FaultProxy
 
 

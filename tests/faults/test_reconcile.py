@@ -11,11 +11,20 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from deployments.config import Integration
-from flows.reconcile import HASH, MISSING, PARTIAL, SIZE, UNRECORDED, ReconcileFailed, listing_prefix, reconcile
+from deployments.schema import Integration
+from flows.reconcile import (
+    HASH,
+    MISSING,
+    PARTIAL,
+    SIZE,
+    UNRECORDED,
+    ReconcileFailed,
+    listing_prefix,
+    reconcile,
+)
 from flows.sync import sync
 from tasks.sources.seed import write_document
-from tests.connectors.harness_s3 import moto_s3_server, s3_harness  # noqa: F401 - fixtures
+from tests.connectors.harness_s3 import s3_harness  # noqa: F401 - fixture
 from tests.faults.helpers import assert_reconciles, seed_docs
 from tests.test_sync_flow import _artifacts_and_run
 
