@@ -102,11 +102,22 @@ def _check_status(response: requests.Response) -> requests.Response:
     return response
 
 
+class _Session(OAuth2Session):
+    """authlib's session with the block's TLS setting on every request: a session-level `verify` loses to
+    REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the environment (requests #3829), which would ignore ca_bundle."""
+
+    tls_verify: bool | str = True
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs.setdefault("verify", self.tls_verify)
+        return super().request(method, url, *args, **kwargs)
+
+
 def oauth_session(block: OAuth2Block) -> OAuth2Session:
     """An authlib session for the block's authorization server: client authentication, TLS, timeout."""
     secret = block.client_secret.get_secret_value() if block.client_secret else None
     method = block.client_auth if secret else "none"
-    session = OAuth2Session(
+    session = _Session(
         client_id=block.client_id,
         client_secret=secret,
         token_endpoint_auth_method=method,
@@ -116,7 +127,7 @@ def oauth_session(block: OAuth2Block) -> OAuth2Session:
         code_challenge_method="S256" if block.pkce else None,
         default_timeout=block.timeout,
     )
-    session.verify = block.ca_bundle or block.verify_tls
+    session.verify = session.tls_verify = (block.ca_bundle or True) if block.verify_tls else False
     session.register_compliance_hook("access_token_response", _check_status)
     session.register_compliance_hook("refresh_token_response", _check_status)
     return session
@@ -146,8 +157,13 @@ def _token_call(block: OAuth2Block, what: str, call: Callable[[OAuth2Session], A
             f"{name}: the token endpoint refused {what} with HTTP {status}; {_connect_hint(block)} to authorise the connection",
             status=status,
         ) from None
-    except requests.RequestException as exc:  # no answer: connection refused or cut, timeout, TLS
+    except requests.exceptions.SSLError as exc:  # the certificate: a retry will not change it
+        raise PermanentError(scrub(f"{name}: the token endpoint's TLS certificate is not trusted ({exc}); fix the certificate "
+                                   f"or set ca_bundle on the block to the CA that issued it", secrets)) from None
+    except requests.RequestException as exc:  # no answer: connection refused or cut, timeout
         raise TransientError(scrub(f"{name}: no answer from the token endpoint to {what}: {type(exc).__name__}: {exc}", secrets)) from None
+    except OSError as exc:  # requests' bare OSError (not a RequestException) for a CA bundle path that is not there
+        raise PermanentError(scrub(f"{name}: cannot use the CA bundle for the token endpoint: {exc}", secrets)) from None
     except ValueError as exc:  # a 200 that is not a JSON object (a proxy's page)
         raise TransientError(scrub(f"{name}: the token endpoint's answer to {what} is not a token: {exc}", secrets)) from None
     if not token.get("access_token"):
@@ -334,20 +350,20 @@ class BearerAuth(AuthBase):
         block_hosts = manager.block.token_hosts()
         self.allowed_hosts = [h.lower() for h in (allowed_hosts if allowed_hosts is not None else block_hosts)]
         for entry in self.allowed_hosts:
-            if not _host_allowed(entry, block_hosts):
+            if not host_allowed(entry, block_hosts):
                 raise PermanentError(f"{_name(manager.block)}: {entry} is not among the hosts the block allows its token to go to")
         self._sent = threading.local()  # the token this thread sent last: the one a 401 refuses
 
     def allows(self, url: str) -> bool:
         """An allowed host, over https (plain http only to this machine's loopback: tests, local gateways)."""
         parts = urlsplit(url)
-        secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)
-        return secure and _host_allowed(host_entry(url), self.allowed_hosts)
+        secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)
+        return secure and host_allowed(host_entry(url), self.allowed_hosts)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if not self.allows(request.url):
             parts = urlsplit(request.url)
-            why = ("not over https" if _host_allowed(host_entry(request.url), self.allowed_hosts)
+            why = ("not over https" if host_allowed(host_entry(request.url), self.allowed_hosts)
                    else f"not one of {', '.join(self.allowed_hosts)}")
             raise PermanentError(f"{_name(self.manager.block)}: refused to send its access token to "
                                  f"{parts.scheme}://{host_entry(request.url)}: {why}")
@@ -361,10 +377,9 @@ class BearerAuth(AuthBase):
         self.manager.refresh(rejected=getattr(self._sent, "token", None))
 
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _host_allowed(entry: str, allowed: Iterable[str]) -> bool:
+def host_allowed(entry: str, allowed: Iterable[str]) -> bool:
     """Whether "host[:port]" is covered by an allow-list entry (one without a port covers every port)."""
     host, port = _split_entry(entry)
     for item in allowed:

@@ -34,6 +34,13 @@ def prefect_server():
 
             register_block_types()
             yield server.url
+            # Send what is still queued while the server is up: Prefect's exit-time drain would otherwise
+            # retry a stopped server for about a minute before the session can end.
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
     finally:
         server.stop()
         if old is None:

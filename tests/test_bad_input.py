@@ -32,7 +32,8 @@ from flows.checks import ConnectionCheckFailed, check_connections
 from flows.sync import sync
 from tasks.ledger import DELIVERED, FAILED, NEEDS_ATTENTION, PENDING
 from tasks.sources.seed import pdf_bytes, write_document
-from tests.connectors.harness_webhook import Receiver, new_secret, self_signed_cert, server_tls_context
+from tests.connectors.harness_webhook import Receiver, new_secret, server_tls_context
+from tests.fakes.base import self_signed_cert
 
 MiB = 1024 * 1024
 OPEN = (FAILED, NEEDS_ATTENTION, PENDING)

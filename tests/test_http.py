@@ -11,10 +11,15 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tasks.errors import BudgetExhaustedError, CredentialsRefusedError, PermanentError, TransientError
+from tasks.errors import (
+    BudgetExhaustedError,
+    CredentialsRefusedError,
+    PermanentError,
+    TransientError,
+)
 from tasks.http import HttpClient, Pacer, parse_rate_limits, parse_retry_after
-from tests.connectors.harness_webhook import self_signed_cert, server_tls_context
-from tests.fakes.base import FakeAPI, Fault, Response
+from tests.connectors.harness_webhook import server_tls_context
+from tests.fakes.base import FakeAPI, Fault, Response, self_signed_cert
 from tests.fakes.http_limits import LimitedAPI
 
 SECRET = "s3cr3t/Tok3n+value"  # '/' and '+' so that its URL-quoted form differs

@@ -260,6 +260,25 @@ def test_client_credentials_grant(env, server, no_leaks):
     assert server.client_auth_methods == ["basic", "basic"]
 
 
+def test_the_block_s_ca_bundle_is_used_whatever_the_environment_says(env, tmp_path, monkeypatch, no_leaks):
+    import certifi
+
+    from tests.connectors.harness_webhook import server_tls_context
+    from tests.fakes.base import self_signed_cert
+
+    cert, key = self_signed_cert(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # the public CAs: would win over a session-level verify
+    with OAuthServer(client_secret=f"cs-{uuid.uuid4().hex}", tls=server_tls_context(cert, key)) as tls_server:
+        tls_server.redirect_uri = "http://127.0.0.1:8765/callback"
+        block = make_block(tls_server, grant="client_credentials", ca_bundle=str(cert))
+        assert TokenManager(block).access_token()  # trusted through the block's own CA bundle
+        assert tls_server.grants == {"client_credentials": 1}
+        untrusted = make_block(tls_server, grant="client_credentials")  # no ca_bundle: the self-signed server is refused
+        with pytest.raises(PermanentError, match="TLS certificate is not trusted") as info:
+            TokenManager(untrusted).access_token()
+        no_leaks.append(str(info.value))
+
+
 def test_password_grant_form_encodes_a_hash_in_the_username(env, server, no_leaks):
     block = make_block(server, grant="password", client_auth="client_secret_post", username=USER, password=PASSWORD)
     token = TokenManager(block).access_token()

@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName, LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.sorting import FlowRunSort
 
 from blocks.ledger import LedgerDatabase
@@ -36,8 +36,9 @@ def pg_database():
 async def _everything_the_server_shows(flow_name: str) -> tuple[str, str]:
     """(all runs, logs, artifacts and states as text, the block documents with secrets revealed)."""
     async with get_client() as client:
-        runs = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=50)
-        runs = [r for r in runs if flow_name in (r.name or "")]
+        # by name: the session's server also holds other tests' deployments, whose scheduled runs sort first
+        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=flow_name)),
+                                           sort=FlowRunSort.START_TIME_DESC, limit=50)
         ids = [r.id for r in runs]
         logs, offset = [], 0
         while batch := await client.read_logs(
@@ -131,7 +132,7 @@ def encoded_forms(secret: str) -> set[str]:
 async def _server_view(flow_run_ids) -> str:
     """Everything the Prefect server holds about these runs: runs (names, parameters, states and their
     history), task runs, logs and artifacts, as one text."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName, LogFilter, LogFilterFlowRunId
 
     async with get_client() as client:
         by_id = FlowRunFilter(id=FlowRunFilterId(any_=list(flow_run_ids)))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hmac
-import ipaddress
 import json
 import os
 import ssl
@@ -30,6 +29,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError, hmac_da
 
 from blocks.webhook import WebhookConnection
 from tests.connectors.conformance import Harness
+from tests.fakes.base import parse_multipart
 
 
 def new_secret() -> str:
@@ -59,27 +59,6 @@ def verify_signature(secret: str, body: bytes, headers: dict[str, str]) -> None:
         _BinaryBodyWebhook(secret).verify(body.decode("latin-1"), headers, json_parse=False)
     else:
         Webhook(secret).verify(text, headers, json_parse=False)
-
-
-def parse_multipart(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
-    """(headers, content) of each part of a multipart/form-data body (RFC 7578), byte exact."""
-    boundary = content_type.split("boundary=", 1)[1].split(";")[0].strip('"').encode()
-    delim = b"--" + boundary
-    assert body.startswith(delim + b"\r\n"), "multipart body does not start with its boundary"
-    sections = body[len(delim) + 2 :].split(b"\r\n" + delim)
-    assert sections[-1] in (b"--\r\n", b"--"), "multipart body has no closing boundary"
-    parts = []
-    for n, section in enumerate(sections[:-1]):
-        if n:
-            assert section.startswith(b"\r\n")
-            section = section[2:]
-        head, _, content = section.partition(b"\r\n\r\n")
-        headers = {}
-        for line in head.decode("utf-8").split("\r\n"):
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        parts.append((headers, content))
-    return parts
 
 
 def _filename(disposition: str) -> str:
@@ -231,36 +210,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(out)
         except OSError:  # the client gave up (timeout test)
             self.close_connection = True
-
-
-def self_signed_cert(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
-    """A self-signed certificate for `host` (as IP SAN): (cert.pem, key.pem)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:

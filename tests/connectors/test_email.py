@@ -9,7 +9,8 @@ from tasks.connectors.base import Mode, PermanentDeliveryError, TransientDeliver
 from tasks.connectors.email import EmailOptions
 from tests.connectors.conformance import make_package
 from tests.connectors.harness_email import USER, SmtpServer
-from tests.connectors.harness_webhook import self_signed_cert, server_tls_context
+from tests.connectors.harness_webhook import server_tls_context
+from tests.fakes.base import self_signed_cert
 
 OPTIONS = {
     "to": ["ap@client.example"],

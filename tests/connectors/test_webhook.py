@@ -19,10 +19,10 @@ from tests.connectors.harness_webhook import (
     Receiver,
     Scripted,
     new_secret,
-    self_signed_cert,
     server_tls_context,
     verify_signature,
 )
+from tests.fakes.base import self_signed_cert
 
 
 @pytest.fixture

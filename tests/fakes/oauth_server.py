@@ -58,8 +58,9 @@ class Family:
 class OAuthServer(FakeAPI):
     def __init__(self, *, client_id: str = "docroute-client", client_secret: str | None = None,
                  redirect_uris: tuple[str, ...] = (), users: dict[str, str] | None = None, expires_in: float = 600,
-                 revoke_family_on_reuse: bool = True, token_delay: float = 0.0, name: str = "OAuth2 server"):
-        super().__init__(name=name)
+                 revoke_family_on_reuse: bool = True, token_delay: float = 0.0, name: str = "OAuth2 server",
+                 tls=None):
+        super().__init__(tls=tls, name=name)
         self.clients: dict[str, str | None] = {client_id: client_secret if client_secret is not None else secrets.token_urlsafe(24)}
         self.client_id = client_id
         self.redirect_uris = set(redirect_uris)
