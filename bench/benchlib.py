@@ -68,9 +68,10 @@ def _pid_listening(port: int) -> int | None:
     return None
 
 
-def use_prefect_server(work: Path, reuse: bool = True) -> PrefectServer:
+def use_prefect_server(work: Path, reuse: bool = True, database_url: str | None = None,
+                       extra_env: dict[str, str] | None = None) -> PrefectServer:
     """Reuse the server in PREFECT_API_URL if one answers there, else start `prefect server start`
-    (SQLite under `work`) on a free port. Sets PREFECT_API_URL for this process and its children."""
+    (SQLite under `work`, or `database_url`) on a free port. Sets PREFECT_API_URL for this process and its children."""
     api = os.environ.get("PREFECT_API_URL")
     if reuse and api and _healthy(api):
         from urllib.parse import urlparse
@@ -82,7 +83,9 @@ def use_prefect_server(work: Path, reuse: bool = True) -> PrefectServer:
     home = work / "prefect-home"
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false", **(extra_env or {}))
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     log = (work / "prefect-server.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],

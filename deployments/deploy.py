@@ -19,16 +19,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
+import hashlib
 import sys
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.exceptions import ObjectNotFound
 
 from deployments.config import Config, load_config
 from deployments.schema import Integration
+from flows.backfill import backfill
+from flows.confirm import confirm_deliveries
+from flows.parked import parked_documents
+from flows.status import integration_status
+from flows.sync import sync
+from flows.worker import WORKER_TYPE, DocrouteWorker
+from tasks.settings import get_settings
 
 FLOW_NAME = "docroute-sync"
 # Next to the sync deployments: the status report on a schedule, and the parked-documents flow on demand.
@@ -46,12 +60,22 @@ def schedule_slug(integ: Integration) -> str:
     return f"{integ.slug}-schedule"
 
 
+ANCHOR = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def anchor_of(integ: Integration, interval: timedelta) -> datetime:
+    """Where an integration's interval schedule is anchored: spread over the interval by its key, so a
+    thousand integrations at 5 minutes come due a few a second instead of all at once."""
+    offset = int.from_bytes(hashlib.sha256(integ.key.encode()).digest()[:4], "big") % max(int(interval.total_seconds()), 1)
+    return ANCHOR + timedelta(seconds=offset)
+
+
 def _initial_schedules(integ: Integration) -> list[DeploymentScheduleCreate]:
     s = integ.schedule
     if s is None or not integ.enabled:
         return []
     if s.interval is not None:
-        schedule = IntervalSchedule(interval=s.interval, timezone=s.timezone)
+        schedule = IntervalSchedule(interval=s.interval, timezone=s.timezone, anchor_date=anchor_of(integ, s.interval))
     else:
         schedule = CronSchedule(cron=s.cron, timezone=s.timezone)
     return [DeploymentScheduleCreate(schedule=schedule, active=True, slug=schedule_slug(integ))]
@@ -70,8 +94,6 @@ async def _existing(names: list[str], flow_name: str = FLOW_NAME) -> dict[str, o
 
 def build_deployments(config: Config) -> list[RunnerDeployment]:
     """RunnerDeployments for every integration, keeping schedules and pauses set in the UI."""
-    from flows.sync import sync
-
     integrations = list(config.integrations.values())
     existing = asyncio.run(_existing([deployment_name(i) for i in integrations]))
     out = []
@@ -113,10 +135,6 @@ def service_deployments() -> list[RunnerDeployment]:
     """`docroute-status/integration-status` and `docroute-confirm/confirm-deliveries` every 15 minutes (a
     schedule or pause set in the UI is kept, as for the sync deployments); `docroute-parked/parked-documents`
     and `docroute-backfill/backfill` on demand, with parameters."""
-    from flows.confirm import confirm_deliveries
-    from flows.parked import parked_documents
-    from flows.status import integration_status
-
     status = _every(integration_status, STATUS_FLOW, STATUS_DEPLOYMENT, STATUS_INTERVAL,
                     "Status of every integration: active or paused, last sync, delivered, pending, failed, parked")
     confirm = _every(confirm_deliveries, CONFIRM_FLOW, CONFIRM_DEPLOYMENT, CONFIRM_INTERVAL,
@@ -125,7 +143,6 @@ def service_deployments() -> list[RunnerDeployment]:
         name=PARKED_DEPLOYMENT, tags=["docroute"],
         description="Retry or discard an integration's parked (needs-attention) documents; run with parameters",
     )
-    from flows.backfill import backfill
 
     # on demand only (no schedule): `prefect deployment run 'docroute-backfill/backfill' --param integration=...`
     backfill_deployment = backfill.to_deployment(
@@ -135,13 +152,81 @@ def service_deployments() -> list[RunnerDeployment]:
     return [status, confirm, parked, backfill_deployment]
 
 
-def apply_deployments(config: Config) -> list[str]:
-    """Create or update the deployments on the Prefect server; returns their names."""
-    names = []
-    for deployment in build_deployments(config):
-        deployment.apply()
-        names.append(f"{deployment.flow_name}/{deployment.name}")
+DEPLOY_THREADS = 8
+
+
+def apply_deployments(config: Config, work_pool: str | None = None) -> list[str]:
+    """Create or update the deployments on the Prefect server; returns their names.
+
+    `work_pool`: attach them to this work pool (created if missing, type docroute: `docroute worker`
+    runs them), with the automation that crashes runs whose worker died. None: no work pool (served
+    by `docroute deploy --serve`)."""
+    if work_pool:
+        ensure_work_pool(work_pool)
+        ensure_zombie_automation()
+    deployments = build_deployments(config)
+    if not deployments:
+        return []
+
+    def apply(deployment: RunnerDeployment) -> str:
+        deployment.apply(work_pool_name=work_pool)
+        return f"{deployment.flow_name}/{deployment.name}"
+
+    # The first one alone (it creates the flow), then several at once: one deployment is a handful of
+    # API round trips, so 1,000 one after the other take minutes.
+    names = [apply(deployments[0])]
+    with ThreadPoolExecutor(DEPLOY_THREADS) as pool:  # each in a copy of this context: Prefect's settings live there
+        names += [f.result() for f in [pool.submit(contextvars.copy_context().run, apply, d) for d in deployments[1:]]]
     return names
+
+
+def ensure_work_pool(name: str) -> None:
+    """The work pool `name`, of type docroute, created with the worker's base job template if missing."""
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type=WORKER_TYPE, base_job_template=DocrouteWorker.get_default_base_job_template(),
+                                                   description="docroute's flow runs, run by `docroute worker` in warm processes"))
+            return
+    if pool.type != WORKER_TYPE:
+        raise ValueError(f"work pool {name!r} is of type {pool.type!r}, not {WORKER_TYPE!r}: use another name, or `docroute deploy --serve`")
+
+
+ZOMBIE_AUTOMATION = "docroute: crash runs whose worker died"
+ZOMBIE_AFTER = timedelta(seconds=90)  # three missed heartbeats (flows/worker.py beats every 30 s)
+
+
+def zombie_automation(after: timedelta = ZOMBIE_AFTER) -> AutomationCore:
+    """Prefect's recipe for zombie runs: a flow run whose heartbeats stop without a final state is marked
+    Crashed (the run's worker was killed or lost its machine), so it is never left Running."""
+    return AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description="A flow run that stopped sending heartbeats without a final state is marked Crashed.",
+        enabled=True,
+        trigger=EventTrigger(
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=after,
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=f"no heartbeat for {int(after.total_seconds())} s: its worker died")],
+    )
+
+
+def ensure_zombie_automation(after: timedelta = ZOMBIE_AFTER) -> None:
+    """Create or update, by name, the zombie-run automation."""
+    automation = zombie_automation(after)
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        if existing:
+            client.update_automation(existing[0].id, automation)
+        else:
+            client.create_automation(automation)
 
 
 def serve_deployments(config: Config, limit: int | None = None) -> None:
@@ -154,15 +239,20 @@ def serve_deployments(config: Config, limit: int | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--no-serve", action="store_true", help="create or update the deployments, then exit")
+    parser.add_argument("--no-serve", action="store_true", help="create or update the deployments on a work pool, then exit")
+    parser.add_argument("--work-pool", default=get_settings().work_pool,
+                        help="with --no-serve: the work pool of type docroute (created if missing) that `docroute worker` polls "
+                             "(default: DOCROUTE_WORK_POOL or docroute); '' for none")
     parser.add_argument("--limit", type=int, default=None, help="at most this many sync runs at once when serving")
     args = parser.parse_args(argv)
     config = load_config(partial=True)  # one client's broken file leaves out that client only
     for problem in config.problems:
         print(f"not deployed: {problem}", file=sys.stderr)
     if args.no_serve:
-        for name in apply_deployments(config):
+        for name in apply_deployments(config, args.work_pool or None):
             print(name)
+        if args.work_pool:
+            print(f"Start a worker for them: docroute worker --pool {args.work_pool}")
         if config.problems:
             sys.exit(f"{len(config.problems)} problems: the integrations of {', '.join(sorted(config.bad_clients))} were left out")
     else:

@@ -41,7 +41,7 @@ def _preview(args) -> int:
 
     config = load_config(only=args.integration)
     integ = config.get(args.integration)
-    with config.block(integ.source).source() as source:
+    with config.block(integ.source).source(integ) as source:
         found = source.find(args.document, integ.client)
         if found is None:
             print(f"document {args.document} is not in {source.label} for client {integ.client}", file=sys.stderr)
@@ -61,7 +61,20 @@ def _preview(args) -> int:
 def _deploy(args) -> int:
     from deployments.deploy import main as deploy_main
 
-    deploy_main([] if args.serve else ["--no-serve"])
+    deploy_main([] if args.serve else ["--no-serve", "--work-pool", args.work_pool])
+    return 0
+
+
+def _worker(args) -> int:
+    import os
+
+    os.environ["DOCROUTE_WARM"] = "1"  # keep ledgers and blocks between runs (tasks.settings)
+    from tasks.settings import get_settings
+
+    get_settings.cache_clear()
+    from flows.worker import serve_worker
+
+    serve_worker(args.pool, name=args.name, threads=args.threads, run_once=args.once)
     return 0
 
 
@@ -142,10 +155,14 @@ def _status_table(rows: list[dict], tz: str) -> str:
     cols = [("integration", "integration"), ("state", "state"), ("schedule", "schedule"), ("last successful sync", "last sync"),
             ("delivered today", "today"), ("delivered this week", "week"), ("pending", "pending"), ("waiting for confirmation", "confirming"), ("failed", "failed"),
             ("needs attention", "parked"), ("discarded", "discarded"), ("cursor", "cursor")]
+    # what access points are still doing and what buyers answered: shown once any integration has something to say
+    for col in ("waiting for", "buyer responses"):
+        if any(r.get(col) for r in rows):
+            cols.insert(-1, (col, col))
     zone = ZoneInfo(tz)
 
     def cell(v) -> str:
-        return "-" if v is None else v.astimezone(zone).strftime("%Y-%m-%d %H:%M") if isinstance(v, datetime) else str(v)
+        return "-" if v in (None, "") else v.astimezone(zone).strftime("%Y-%m-%d %H:%M") if isinstance(v, datetime) else str(v)
 
     table = [[title for _, title in cols]] + [[cell(r[c]) for c, _ in cols] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
@@ -235,6 +252,15 @@ def _connect(args) -> int:
     from tasks.errors import RemoteError
     from tasks.registry import UnknownBlockError, load_block
 
+    if args.ionapi:  # Infor: the block made (or updated) from its .ionapi file; nothing of the file is printed
+        from blocks.infor import IonApiFileError, save_from_ionapi
+
+        try:
+            save_from_ionapi(args.block, args.ionapi)
+        except IonApiFileError as exc:
+            print(f"connect failed: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.block}: saved from {args.ionapi}")
     try:
         block = load_block(args.block)
     except UnknownBlockError as exc:
@@ -243,6 +269,14 @@ def _connect(args) -> int:
     if not isinstance(block, OAuth2Block):
         print(f"{args.block} is not an OAuth2 connection or source: nothing to connect", file=sys.stderr)
         return 2
+    if args.revoke:
+        try:
+            oauth.revoke(block)
+        except RemoteError as exc:
+            print(f"revoke failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"tokens of {block.reference()} revoked and cleared")
+        return 0
     try:
         expires_at = oauth.connect(block, code=args.code, listen=not args.no_listen, timeout=args.timeout)
     except RemoteError as exc:
@@ -263,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="""examples:
   docroute validate                                     check the configs before deploying
   docroute preview acme/invoices-to-erp ACME-INV-1001   paths and fields one document would get
-  docroute deploy --serve                               one deployment per integration, then run their schedules
+  docroute deploy && docroute worker                   one deployment per integration on the docroute work pool, and a warm worker
   docroute sync acme/invoices-to-erp --document ACME-INV-1001 --force
   docroute backfill acme/invoices-to-erp --since 2026-10-01 --until 2026-10-31
   docroute status --excel status.xlsx
@@ -283,9 +317,16 @@ Each command has its own --help; docs/operations.md has the details.""",
     p.add_argument("integration", help="client/integration, e.g. acme/invoices-to-erp")
     p.add_argument("document", help="document id in the source, e.g. ACME-INV-1001")
     p.set_defaults(func=_preview)
-    p = sub.add_parser("deploy", help="create or update one Prefect deployment per integration")
-    p.add_argument("--serve", action="store_true", help="then serve them from this process until Ctrl-C")
+    p = sub.add_parser("deploy", help="create or update one Prefect deployment per integration, on a docroute work pool")
+    p.add_argument("--serve", action="store_true", help="no work pool: serve them from this process until Ctrl-C (a process per run)")
+    p.add_argument("--work-pool", default="docroute", help="the work pool (type docroute, created if missing; default docroute)")
     p.set_defaults(func=_deploy)
+    p = sub.add_parser("worker", help="run the flow runs of a docroute work pool in this warm process until Ctrl-C")
+    p.add_argument("--pool", default="docroute", help="the work pool to poll (default docroute)")
+    p.add_argument("--name", help="the worker's name (a restarted worker with the same name picks up its pool)")
+    p.add_argument("--threads", type=int, default=8, help="flow runs at once (default 8)")
+    p.add_argument("--once", action="store_true", help="poll once, run what is due, and stop")
+    p.set_defaults(func=_worker)
     p = sub.add_parser("check", help="test connections: connect, reach the folder or endpoint, write and remove a probe")
     p.add_argument("connection", nargs="*", help="connection blocks, e.g. sftp-connection/partner-a (default: all in use)")
     p.set_defaults(func=_check)
@@ -340,6 +381,9 @@ Each command has its own --help; docs/operations.md has the details.""",
     p.add_argument("--code", help="an authorization code already obtained (or the whole redirect URL)")
     p.add_argument("--no-listen", action="store_true", help="read the redirect URL (or code) from stdin, not from a listener")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the redirect (default 300)")
+    p.add_argument("--ionapi", metavar="FILE", help="Infor: create or update the infor-ionapi block from this .ionapi "
+                   "file, then fetch its first token (nothing of the file is printed)")
+    p.add_argument("--revoke", action="store_true", help="revoke the block's tokens at its revoke endpoint and clear them")
     p.set_defaults(func=_connect)
     args = parser.parse_args(argv)
     try:

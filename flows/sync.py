@@ -10,6 +10,7 @@ than raised: a document failure is not a crash, and no traceback lands in the ru
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -20,10 +21,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
-from prefect.states import Failed
+from prefect.states import Cancelled, Failed
 
-from deployments.config import Config, load_config
+from deployments.config import Config, ConfigError, load_config
 from deployments.schema import Integration
+from flows import cancellation
 from flows.notify import emit_parked, notify_failure
 from tasks import ledger as L
 from tasks.connectors.base import Mode
@@ -99,14 +101,33 @@ def _as_task(name: str, fn, *args):
     return _TASKS[name](*args)
 
 
-def build_run(integ: Integration, config: Config, ledger: L.Ledger, options: RunOptions, run_id: str, log, step=None) -> SyncRun:
+def build_run(integ: Integration, config: Config, ledger: L.Ledger, options: RunOptions, run_id: str, log, step=None,
+              cancelled=None) -> SyncRun:
     """A SyncRun of an integration from its configured blocks (the source, and the connection in the integration's mode)."""
     source = config.block(integ.source).source()
 
     def connect():
         return config.block(integ.connection).connector(Mode(integ.mode), integ.connection_options)
 
-    return SyncRun(integ, config, ledger, source, connect, options, run_id, log, step, get_settings().batch_size)
+    return SyncRun(integ, config, ledger, source, connect, options, run_id, log, step, get_settings().batch_size, cancelled)
+
+
+def idle_run(flow_run) -> bool:
+    """For the docroute worker (flows/worker.py): settle a due scheduled sync run without the engine when
+    its integration has nothing new (the cursor moves, as a run's would). False: run the flow. Only plain
+    scheduled runs qualify (no backfill range, no named documents, no re-run of a failed run)."""
+    params = flow_run.parameters or {}
+    if set(params) - {"integration"} or flow_run.run_count > 0:
+        return False
+    try:
+        config = load_config(only=params.get("integration", ""))
+        integ = config.get(params["integration"])
+    except (ConfigError, KeyError):
+        return False  # the flow run fails it, visibly, in validate-config
+    if integ.mode == "dry-run":
+        return False
+    ledger = L.Ledger.from_settings()
+    return build_run(integ, config, ledger, RunOptions(), str(flow_run.id), logging.getLogger("docroute.worker")).settle_idle()
 
 
 def _report(integ: Integration, result: RunResult, dry_run: bool) -> None:
@@ -174,7 +195,7 @@ def sync(
         if retry_ids:
             logger.info("%s: re-run of a failed run: retrying its %d failed documents: %s", integ.key, len(retry_ids), ", ".join(retry_ids[:20]))
             options = RunOptions(force=force, dry_run=dry_run, document_ids=retry_ids, missing_ok=True)
-        run = build_run(integ, config, ledger, options, run_id, logger, _as_task)
+        run = build_run(integ, config, ledger, options, run_id, logger, _as_task, lambda: cancellation.requested(flow_run.id))
         try:
             result = run.execute()
         except RunFailed as exc:
@@ -184,6 +205,8 @@ def sync(
         ledger.dispose()
     _report(integ, result, dry_run)
     emit_parked(integ, result.outcomes)  # parked events (per document, and one per run) for automations (flows/notify.py)
+    if cancellation.requested(flow_run.id):
+        return Cancelled(message=f"{integ.key}: cancelled after {len(result.outcomes)} documents: {result.summary}")
     if fatal or result.failed:
         message = fatal or result.failure_message()
         return Failed(message=message, data=SyncFailed(message))

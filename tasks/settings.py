@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from blocks.ledger import LedgerDatabase
+
 PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "deployments"
 
 
@@ -28,6 +30,13 @@ class Settings(BaseSettings):
         description="Name of a ledger-database block holding the URL with its password; wins over ledger_url.",
     )
     batch_size: int = Field(default=200, description="Documents per delivery task run.")
+    work_pool: str = Field(default="docroute", description="Work pool (type docroute) that `docroute deploy` attaches deployments to.")
+    warm: bool = Field(
+        default=False,
+        description="This process runs many flow runs (the docroute worker): keep ledger connections, and block "
+        "documents for block_cache_seconds, between runs.",
+    )
+    block_cache_seconds: float = Field(default=60.0, ge=0, description="How long a warm process reuses a loaded block.")
     notify_email: str = Field(
         default="", description="Comma-separated addresses e-mailed when any sync run fails (besides each integration's notify.email)."
     )
@@ -40,8 +49,6 @@ class Settings(BaseSettings):
 
     def resolved_ledger_url(self) -> str:
         if self.ledger_block:
-            from blocks.ledger import LedgerDatabase
-
             return LedgerDatabase.load(self.ledger_block).url.get_secret_value()
         if self.ledger_url:
             return self.ledger_url

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from tasks.documents import Candidate, SourceProblem
 from tasks.engine import states
-from tasks.engine.model import WorkItem
+from tasks.engine.model import RunFailed, WorkItem
+from tasks.errors import BudgetExhaustedError, RemoteError
 
 if TYPE_CHECKING:
     from tasks.engine.run import SyncRun
@@ -23,7 +24,35 @@ def wanted(run: SyncRun, cand: Candidate) -> bool:
     return integ.filters.matches(cand.type, cand.sub_organisation, cand.tags)
 
 
+def warn_unrouted(run: SyncRun, cand: Candidate) -> None:
+    """A document of a type that no integration of its client takes would otherwise go unmentioned."""
+    client = run.integ.client
+    takers = [i for i in run.config.integrations.values() if i.client == client and i.enabled]
+    if not any(not i.filters.document_types or cand.type in i.filters.document_types for i in takers):
+        run.log.warning(
+            "document %s: type %r is taken by no integration of client %s; add it to an integration's "
+            "filters.document_types, then backfill (docroute sync ... --since)", cand.doc_id, cand.type, client
+        )
+
+
 def plan(run: SyncRun) -> int:
+    """Fill run.work with what this run looks at; returns how many. Sets run.next_cursor.
+
+    The source's own calls may fail: its call budget used up (a daily limit) stops the run with
+    nothing to do (it completes, the cursor stays); any other remote error fails the run naming the
+    source, before any document is touched."""
+    try:
+        return _plan(run)
+    except BudgetExhaustedError as exc:
+        run.out_of_budget(exc, f"listing {run.source.label}")
+        run.work = []
+        return 0
+    except RemoteError as exc:
+        raise RunFailed(f"{run.integ.key}: cannot read source {run.integ.source}: {exc}. Nothing was sent; "
+                        f"the next run tries again (test it with docroute check {run.integ.source})") from None
+
+
+def _plan(run: SyncRun) -> int:
     """Fill run.work with what this run looks at; returns how many. Sets run.next_cursor.
 
     A backfill (ranged) takes only documents approved in its window; earlier failures elsewhere are
@@ -45,9 +74,11 @@ def plan(run: SyncRun) -> int:
     else:
         now = datetime.now(timezone.utc)
 
-        def in_window(approved_at: datetime) -> bool:
+        def in_window(cand: Candidate) -> bool:
+            if window.ranged:  # a backfill: by approval time, or the date the source selects a range by
+                return source.in_range(cand, window)
             # approved "in the future" (a capture system's clock or time zone): reported as waiting, never ignored
-            return window.holds(approved_at) or (not window.ranged and approved_at > now)
+            return window.holds(cand.approved_at) or cand.approved_at > now
 
         scan = source.scan(integ.client, run.cursor.position if run.cursor else None, window)
         run.next_cursor = scan.cursor
@@ -55,10 +86,18 @@ def plan(run: SyncRun) -> int:
         # window that the ledger has never delivered: nothing approved after activation is lost,
         # however late it arrived. Sources that list a window are bounded by the lookback instead.
         everything = source.lists_everything and not window.ranged
+        # Documents of the client that this integration does not take (another type: a client's inbox
+        # split by type over several integrations) are not work: an idle poll stays idle. The ledger's
+        # open rows below bring back one that this integration took earlier, to be superseded.
+        unwanted: dict[str, Candidate] = {}
         for cand in scan.candidates:
             if cand.approved_at is None or (types and cand.type not in types):
                 continue
-            if in_window(cand.approved_at):
+            if not wanted(run, cand):
+                unwanted[cand.doc_id] = cand
+                if in_window(cand):
+                    warn_unrouted(run, cand)
+            elif in_window(cand):
                 items[cand.doc_id] = WorkItem(cand)
             elif everything and integ.activated_at <= cand.approved_at < window.start:
                 items[cand.doc_id] = WorkItem(cand, outside_window=True)
@@ -66,7 +105,8 @@ def plan(run: SyncRun) -> int:
             if problem.candidate is not None:  # readable metadata: only this integration's documents, in the window
                 if not wanted(run, problem.candidate):
                     continue
-                if not window.holds(problem.approved_at) and not (everything and problem.approved_at is not None):
+                in_range = source.in_range(problem.candidate, window) if window.ranged else window.holds(problem.approved_at)
+                if not in_range and not (everything and problem.approved_at is not None):
                     continue
                 if types and problem.candidate.type not in types:
                     continue
@@ -78,7 +118,7 @@ def plan(run: SyncRun) -> int:
             if types and row.doc_type not in types:
                 continue
             if row.doc_id not in items:
-                found = source.find(row.doc_id, integ.client)
+                found = unwanted.get(row.doc_id) or source.find(row.doc_id, integ.client)
                 if found is None:
                     ledger.supersede(integ.key, row.doc_id, row.version, "no longer in the source for this client", run.run_id)
                 else:

@@ -24,7 +24,7 @@ from tasks.engine.plan import plan
 from tasks.engine.record import confirm
 from tasks.engine.send import deliver_batch
 from tasks.errors import BudgetExhaustedError, CredentialsRefusedError, RemoteError
-from tasks.ledger import Cursor, DocumentRow, Ledger, Result
+from tasks.ledger import Cursor, DocumentRow, Ledger, LockTimeout, Result
 from tasks.mapping import Lookups
 from tasks.sources.base import Source, Window
 
@@ -55,8 +55,10 @@ class SyncRun:
         log: Any = None,
         step: Step | None = None,
         batch_size: int = 200,
+        cancelled: Callable[[], bool] | None = None,
     ):
         self.integ, self.config, self.ledger, self.source, self.connect = integ, config, ledger, source, connect
+        source.bind(integ)  # the source reads for this integration (filters, identifiers, source_options)
         self.options = options or RunOptions()
         self.run_id = run_id
         self.log = log or logging.getLogger("docroute.engine")
@@ -73,6 +75,8 @@ class SyncRun:
         self.last_send = 0.0
         self.refused: CredentialsRefusedError | None = None  # the destination refused the credentials: stop sending
         self.budget: str | None = None  # the connection's call budget ran out: stop sending, the run still completes
+        self.source_budget: str | None = None  # the source's ran out: read no more (what was read is sent), the run completes
+        self.cancelled = cancelled or (lambda: False)  # asked to stop (the UI's Cancel): stop at the next document
         self._held: dict[str, str] | None = None  # path key -> doc_id: paths documents hold at the destination
 
     # -- no silent overwrite -----------------------------------------------------------------------
@@ -103,8 +107,16 @@ class SyncRun:
         self.refused = exc  # not the document's fault: never parked
         return Result(s.doc.id, s.doc.version, error=str(exc))
 
+    def out_of_budget(self, exc: BudgetExhaustedError, where: str) -> str:
+        """The source's own call budget ran out (listing, reading, marking): no more is read from it (what was
+        read is still sent), the cursor stays and the run completes; returns the reason."""
+        if self.source_budget is None:
+            self.source_budget = str(exc)
+            self.log.warning("%s: %s (%s); the documents not read wait for the next run", self.integ.key, exc, where)
+        return self.source_budget
+
     def halted(self) -> bool:
-        return self.refused is not None or self.budget is not None
+        return self.refused is not None or self.budget is not None or self.cancelled()
 
     # -- the run -----------------------------------------------------------------------------------------
     def window_for(self, started: datetime) -> Window:
@@ -131,9 +143,31 @@ class SyncRun:
                 waiting = not self.options.dry_run and bool(ledger.submitted(integ.key, limit=1))
                 if total or waiting:
                     self._send(total)
-            if self.options.moves_cursor and not self.halted():
+            if self.options.moves_cursor and not self.halted() and self.source_budget is None:
                 ledger.set_cursor(integ.key, self.next_cursor, self.window.end, self.run_id)
-        return RunResult(integ.key, self.outcomes, (self.window.start, self.window.end), total, self.budget or "")
+        return RunResult(integ.key, self.outcomes, (self.window.start, self.window.end), total,
+                         self.budget or self.source_budget or "")
+
+    def settle_idle(self, lock_timeout: float = 1.0) -> bool:
+        """Settle a scheduled run without the engine when there is nothing to do: plan (the source's
+        scan and the ledger, under the integration's lock); with nothing to send and nothing waiting
+        for a verdict, move the cursor and return True. False: the run must run (including when
+        another run holds the lock). The docroute worker then ends the run Completed, named Idle."""
+        if not self.options.moves_cursor:
+            return False
+        integ, ledger = self.integ, self.ledger
+        started = datetime.now(timezone.utc)
+        try:
+            with ledger.lock(integ.key, timeout=lock_timeout):
+                self.cursor = ledger.cursor(integ.key)
+                self.window = self.window_for(started)
+                with self.source:
+                    if plan(self) or self.source_budget is not None or ledger.submitted(integ.key, limit=1):
+                        return False
+                ledger.set_cursor(integ.key, self.next_cursor, self.window.end, self.run_id)
+                return True
+        except (LockTimeout, RunFailed):  # a source that cannot be read: the flow run reports it
+            return False
 
     def confirm_only(self) -> RunResult:
         """Ask the destination about the integration's submitted deliveries, and nothing else (the

@@ -233,3 +233,24 @@ def test_a_source_that_goes_back_to_an_earlier_version_is_delivered_again(ledger
     assert out.holds["V-1"] == v1
     assert out.sent == ["V-1", "V-1", "V-1"]
     assert run(ledger, src, out, run_id="r4").outcomes == []  # and then it is settled again
+
+
+def test_documents_of_another_integration_s_type_leave_a_poll_idle(ledger):
+    """A client's inbox split by type over several integrations: the invoices integration's poll is idle
+    (settled without the engine, by the docroute worker) although the inbox holds order confirmations."""
+    src, out = MemorySource(), MemoryConnector()
+    src.put("INV-1", approved_at=APPROVED)
+    src.put("ORD-1", type="order_confirmation", approved_at=APPROVED)
+    integ, config = integration(filters={"document_types": ["invoice"]})
+
+    def sync_run(run_id):
+        return SyncRun(integ, config, ledger, src, lambda: out, RunOptions(), run_id)
+
+    assert not sync_run("r1").settle_idle()  # INV-1 is new: the engine must run
+    sync_run("r1").execute()
+    assert out.sent == ["INV-1"]
+    idle = sync_run("r2")
+    assert idle.settle_idle() and idle.work == []  # ORD-1 is not this integration's work
+    assert ledger.cursor(integ.key).last_run == "r2"
+    src.put("INV-2", approved_at=APPROVED)
+    assert not sync_run("r3").settle_idle()

@@ -1,0 +1,136 @@
+"""The docroute worker (flows/worker.py) against the session's real Prefect server: runs in one warm
+process, idle polls settled without the engine, cancellation from the UI. (A killed worker's runs
+marked Crashed by the zombie automation, and a worker restarted under its name: tests/test_scale_out.py.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.objects import StateType
+from prefect.deployments import run_deployment
+from prefect.states import Cancelling
+
+from deployments.config import load_config
+from deployments.deploy import apply_deployments
+from tasks.sources.seed import write_document
+from tests.connectors.harness_webhook import Receiver, Scripted, new_secret
+
+ROOT = Path(__file__).resolve().parent.parent
+HOUR_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
+
+
+@contextmanager
+def worker(workspace, pool: str, name: str, heartbeat: int = 30):  # Prefect takes 30 s at least
+    env = {**workspace.env(), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat), "PREFECT_WORKER_QUERY_SECONDS": "1",
+           "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    log = (workspace.root / f"worker-{name}.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker", "--pool", pool, "--name", name, "--threads", "4"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for(run_id, done, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if done(run):
+                return run
+            assert time.monotonic() < deadline, f"flow run {run.name} is still {run.state.name if run.state else '?'}"
+            time.sleep(0.5)
+
+
+def final(run_id, timeout: float = 120):
+    return wait_for(run_id, lambda r: r.state is not None and r.state.is_final(), timeout)
+
+
+def start(deployment: str, **params):
+    return run_deployment(deployment, parameters=params or None, timeout=0).id
+
+
+def run_logs(run_id, containing: str, timeout: float = 20) -> str:
+    """The run's logs, once they hold `containing` (logs reach the server in batches, after the run's state)."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            text = "\n".join(log.message for log in logs)
+            if containing in text or time.monotonic() > deadline:
+                return text
+            time.sleep(0.5)
+
+
+def deploy(workspace, key: str, pool: str) -> str:
+    names = apply_deployments(load_config(only=key), work_pool=pool)
+    return next(n for n in names if n.startswith("docroute-sync/"))
+
+
+def test_runs_go_in_the_worker_s_own_process_and_idle_polls_skip_the_engine(workspace):
+    pool, key = f"pool-{workspace.tag}", workspace.integration()
+    deployment = deploy(workspace, key, pool)
+    for i in range(3):
+        write_document(workspace.inbox, f"W-{i}", client="acme", approved_at=HOUR_AGO)
+    with worker(workspace, pool, f"w-{workspace.tag}") as proc:
+        busy = final(start(deployment))
+        assert busy.state.type == StateType.COMPLETED and busy.state.name == "Completed"
+        assert sorted(p.name for p in (workspace.out / "acme" / "invoice").iterdir()) == ["W-0.pdf", "W-1.pdf", "W-2.pdf"]
+        assert f"process {proc.pid}" in run_logs(busy.id, "running in docroute worker")  # the worker's process: none per run
+        idle = final(start(deployment))
+        assert idle.state.type == StateType.COMPLETED and idle.state.name == "Idle"
+        with get_client(sync_client=True) as client:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[idle.id])))
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[idle.id])))
+            busy_artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[busy.id])))
+        assert tasks == [] and artifacts == [] and len(busy_artifacts) == 2  # the idle poll: no task runs, no artifacts
+        assert workspace.ledger().cursor(key).checked_until >= idle.expected_start_time - timedelta(seconds=5)
+        write_document(workspace.inbox, "W-3", client="acme", approved_at=HOUR_AGO)  # something new: the engine runs again
+        later = final(start(deployment))
+        assert later.state.name == "Completed" and (workspace.out / "acme" / "invoice" / "W-3.pdf").exists()
+        assert proc.poll() is None
+
+
+def test_a_run_cancelled_in_the_ui_stops_and_ends_cancelled(workspace):
+    secret = new_secret()
+    receiver = Receiver([secret])
+    try:
+        from blocks.webhook import WebhookConnection
+
+        WebhookConnection(url=receiver.url, signing_secrets=[secret]).save(f"slow-{workspace.tag}")
+        receiver.script(*[Scripted(None, delay=1.0) for _ in range(40)])  # one document a second
+        pool = f"pool-{workspace.tag}"
+        key = workspace.integration(connection=f"webhook-connection/slow-{workspace.tag}")
+        deployment = deploy(workspace, key, pool)
+        for i in range(30):
+            write_document(workspace.inbox, f"C-{i:02d}", client="acme", approved_at=HOUR_AGO)
+        with worker(workspace, pool, f"w-{workspace.tag}"):
+            run_id = start(deployment)
+            wait_for(run_id, lambda r: r.state is not None and r.state.type == StateType.RUNNING)
+            wait_for(run_id, lambda r: len(receiver.deliveries) >= 2, 60)
+            with get_client(sync_client=True) as client:  # what the UI's Cancel does
+                client.set_flow_run_state(run_id, Cancelling(message="cancelled by ops"), force=True)
+            run = final(run_id, 60)
+        assert run.state.type == StateType.CANCELLED, run.state
+        assert 2 <= len(receiver.deliveries) < 30
+        rows = {r.doc_id: r for r in workspace.ledger().rows(key)}
+        assert all(r.status == "delivered" for r in rows.values() if r.doc_id in {x.document["id"] for x in receiver.deliveries.values()})
+        assert not any(r.sending_since for r in rows.values())  # nothing left half-sent: the next run takes the rest
+    finally:
+        receiver.stop()
