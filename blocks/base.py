@@ -15,6 +15,7 @@ from tasks import registry
 from tasks.secrets import secret_values
 
 if TYPE_CHECKING:
+    from deployments.schema import Integration
     from tasks.connectors.base import Connector, Mode
     from tasks.sources.base import Source
 
@@ -70,6 +71,9 @@ class SourceBlock(DocrouteBlock):
 
     _block_schema_capabilities: ClassVar[list[str]] = ["source"]
 
-    def source(self) -> Source:
-        """The source for this block (tasks.registry)."""
-        return registry.make_source(self)
+    def source(self, integration: Integration | None = None) -> Source:
+        """The source for this block (tasks.registry), bound to `integration` when given (Source.bind)."""
+        source = registry.make_source(self)
+        if integration is not None:
+            source.bind(integration)
+        return source

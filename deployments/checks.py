@@ -22,6 +22,7 @@ from tasks import registry
 from tasks.connectors.base import Ability, certification_connections
 from tasks.registry import UnknownBlockError
 from tasks.settings import get_settings
+from tasks.xslt import XsltError, compile_stylesheet, stylesheet_path
 
 if TYPE_CHECKING:
     from deployments.config import Config
@@ -33,6 +34,8 @@ def check_integration(config: Config, integ: Integration, *, check_blocks: bool 
     problems: list[str] = []
     known = integ.known_placeholders()
     templates = {"mapping.filename": integ.mapping.filename, "mapping.folder": integ.mapping.folder}
+    for i, step in enumerate(integ.mapping.xslt):
+        templates.update({f"mapping.xslt[{i}].params.{k}": t for k, t in step.params.items()})
     for fname, spec in integ.mapping.fields.items():
         templates.update({f"mapping.fields.{fname}{suffix}": t for suffix, t in spec.templates().items()})
         if isinstance(spec, FromField) and spec.from_ not in known - (set(integ.mapping.fields) - integ.source_fields()):
@@ -79,9 +82,34 @@ def check_integration(config: Config, integ: Integration, *, check_blocks: bool 
         if isinstance(spec, LookupField) and spec.lookup not in integ.mapping.lookups:
             problems.append(f"{where}: mapping.fields.{fname}.lookup: no lookup table {spec.lookup!r} in mapping.lookups")
     problems.extend(_check_mode_and_notify(where, integ))
+    problems.extend(_check_files(config, where, integ))
     if check_blocks:
         problems.extend(_check_blocks(config, where, integ))
     return problems
+
+
+def _check_files(config: Config, where: str, integ: Integration) -> list[str]:
+    """Stylesheets (mapping.xslt) compile; files the connector's options name (Infor mapping files) are
+    valid, by the options' own `config_problems`. Offline: the block type is in the reference."""
+    problems = []
+    for i, step in enumerate(integ.mapping.xslt):
+        try:
+            compile_stylesheet(stylesheet_path(config.config_dir, step.stylesheet))
+        except XsltError as exc:
+            problems.append(f"{where}: mapping.xslt[{i}].stylesheet: {exc}; fix the stylesheet or the file name "
+                            f"(relative to {config.config_dir / 'xslt'})")
+    slug = integ.connection.split("/", 1)[0]
+    if not integ.connection_options or slug not in registry.connection_types():
+        return problems  # no options, no files: the connector module is not even imported
+    model = registry.connector_class(slug).options_model
+    if not hasattr(model, "config_problems"):
+        return problems
+    try:
+        options = model.model_validate(integ.connection_options)
+    except ValidationError:
+        return problems  # named by the connection check (_check_blocks)
+    return problems + options.config_problems(config.config_dir, where, integ.known_placeholders(),
+                                              integ.filters.document_types)
 
 
 def _check_mode_and_notify(where: str, integ: Integration) -> list[str]:
@@ -133,6 +161,8 @@ def _check_blocks(config: Config, where: str, integ: Integration) -> list[str]:
                 problems.extend(pydantic_problems(f"{where}: connection_options", exc))
         elif block.get_block_type_slug() not in registry.source_types():
             problems.append(f"{where}: source: block {ref!r} is not a source; sources: {', '.join(registry.source_types())}")
+        else:  # the source takes the integration's source_options (and what else it needs of it)
+            problems.extend(registry.source_class(block.get_block_type_slug()).config_problems(block, integ, where))
     if integ.notify.smtp and integ.notify.smtp.startswith("smtp-connection/"):
         try:
             config.block(integ.notify.smtp)

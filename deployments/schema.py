@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from blocks.smtp import check_address
+from deployments.ubl import UblMapping
 from tasks.documents import STANDARD_METADATA_FIELDS
 
 BUILTIN_PLACEHOLDERS = frozenset(
@@ -193,6 +194,32 @@ FieldSpec = Annotated[
 ]
 
 
+class XsltStep(Strict):
+    """An XSLT run on the package's XML files before delivery, on any connector (tasks/xslt.py).
+
+    `xslt: to-erp.xsl` or `xslt: [{stylesheet: to-erp.xsl, files: ["*.xml"], params: {supplier: "{supplier_number}"}}]`."""
+
+    stylesheet: str = Field(
+        description="XSLT file, relative to the config folder's xslt/ (or absolute). Its version attribute picks "
+        "the engine: 1.0 lxml, 2.0 and 3.0 Saxon (saxonche)."
+    )
+    files: list[str] = Field(
+        default_factory=lambda: ["*.xml"],
+        description="Which files of the package it transforms: glob patterns on the delivered file name, case-insensitive.",
+    )
+    params: dict[str, str] = Field(
+        default_factory=dict, description="Stylesheet parameters (xsl:param), templates of the document's values."
+    )
+
+
+def _as_steps(value: Any) -> Any:
+    if isinstance(value, (str, dict)):
+        value = [value]
+    if isinstance(value, list):
+        return [{"stylesheet": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
 class Mapping(Strict):
     """How a document becomes files at the destination."""
 
@@ -206,6 +233,17 @@ class Mapping(Strict):
     folder: str = Field(default="", description="Folder path template, e.g. '{external_id}/{approved_at:%Y/%m}'.")
     sidecar: bool = Field(default=False, description="Write a JSON metadata sidecar next to the PDF.")
     sanitize: Sanitize = Field(default_factory=Sanitize)
+    xslt: Annotated[list[XsltStep], BeforeValidator(_as_steps)] = Field(
+        default_factory=list,
+        description="Stylesheets run, in order, on the package's XML files before delivery: a file name "
+        "(config folder's xslt/), or a list of {stylesheet, files, params}.",
+    )
+    ubl: UblMapping | None = Field(
+        default=None,
+        description="A Peppol BIS Billing 3.0 UBL in every package, validated before sending (tasks/ubl/): the source's "
+        "own UBL passed through, else one built from the metadata by this mapping (deployments/ubl.py; "
+        "docs/accounting-and-einvoicing.md). `ubl: {}` takes the defaults.",
+    )
 
 
 class Schedule(Strict):
@@ -269,6 +307,7 @@ class Integration(Strict):
     source: str = Field(description="Source block, 'type-slug/name', e.g. capture-inbox-folder/main-inbox.")
     connection: str = Field(description="Connection block, 'type-slug/name', e.g. sftp-connection/partner-a.")
     connection_options: dict[str, Any] = Field(default_factory=dict, description="Connector settings of this integration.")
+    source_options: dict[str, Any] = Field(default_factory=dict, description="Source settings of this integration (API sources: a type map, how a document is marked exported); see docs/api-sources.md.")
     identifiers: dict[str, str] = Field(default_factory=dict, description="The client's own ids: external_id, company_code, vat_number...")
     filters: Filters = Field(default_factory=Filters)
     mapping: Mapping = Field(default_factory=Mapping)

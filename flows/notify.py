@@ -28,6 +28,11 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Any
 
+from deployments.config import parse_config
+from tasks import ledger as L
+from tasks.registry import load_block
+from tasks.settings import get_settings
+
 if TYPE_CHECKING:
     from deployments.schema import Integration
 
@@ -194,9 +199,6 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
 
 def _recipients(integration: str) -> tuple[list[str], str | None]:
     """(addresses, smtp block ref) for an integration: its notify section, then the global settings."""
-    from deployments.config import parse_config
-    from tasks.settings import get_settings
-
     settings = get_settings()
     emails, smtp = [], None
     try:
@@ -212,8 +214,6 @@ def _recipients(integration: str) -> tuple[list[str], str | None]:
 
 def _failed_documents(integration: str, run_id: str) -> list[dict] | str:
     """Ledger rows failed or parked in this run, or why they cannot be read."""
-    from tasks import ledger as L
-
     try:
         ledger = L.Ledger.from_settings()
         try:
@@ -270,8 +270,6 @@ def failure_message(flow_run: Any, state: Any, sender: str, recipients: list[str
 
 def send_failure_email(flow_run: Any, state: Any) -> list[str]:
     """Send the failure e-mail if anyone is to get it; returns the recipients. Raises on SMTP problems."""
-    from tasks.registry import load_block
-
     integration = str((flow_run.parameters or {}).get("integration", "?"))
     recipients, smtp_ref = _recipients(integration)
     if not recipients:

@@ -26,6 +26,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from deployments.config import load_config
+from flows.sync import sync
 from tasks import ledger as L
 
 
@@ -85,8 +86,6 @@ def parked_documents(
         reason: why, recorded in the ledger's audit trail.
         by: who, recorded in the ledger's audit trail.
     """
-    from flows.sync import sync
-
     logger = get_run_logger()
     config = load_config(only=integration, check_blocks=False)  # names a misspelt integration
     integ = config.get(integration)
@@ -104,7 +103,7 @@ def parked_documents(
                 after = L.DISCARDED if doc_id in done else current_rows(ledger, integ.key, [doc_id]).get(doc_id, {}).get("status", "")
                 report.append(_line(row, action, after, row["last_error"] if doc_id in done else "changed by a sync run meanwhile: not discarded"))
         elif rows:
-            with config.block(integ.source).source() as source:
+            with config.block(integ.source).source(integ) as source:
                 missing = [d for d in rows if source.find(d, integ.client) is None]
             problems += [f"{d}: no longer in {source.label}" for d in missing]
             targets = [d for d in rows if d not in missing]

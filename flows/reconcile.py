@@ -302,7 +302,7 @@ def reconcile(
             else:
                 reason = f"{type(connector).__name__} has no listing"
             if listing is not None:
-                source = config.block(integ.source).source() if use_source else None
+                source = config.block(integ.source).source(integ) if use_source else None
                 ctx = {"integ": integ, "source": source, "lookups": Lookups(config, integ), "connector": connector, "mode": mode}
                 if source is None:
                     expected, hints, notes = _expected(ctx, rows)

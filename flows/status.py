@@ -38,6 +38,7 @@ from prefect.runtime import flow_run
 
 from deployments.config import Config, parse_config
 from deployments.schema import Integration
+from tasks import confirmations
 from tasks import ledger as L
 from tasks.documents import client_key
 from tasks.settings import get_settings
@@ -51,7 +52,8 @@ ACTIVE, PAUSED, ON_DEMAND, NOT_DEPLOYED = "active", "paused", "on demand", "not 
 # Columns, in order (also the CSV/Excel header)
 COLUMNS = [
     "client", "integration", "state", "schedule", "last successful sync", "last run", "delivered today",
-    "delivered this week", "last delivery", "pending", "waiting for confirmation", "oldest waiting since", "failed",
+    "delivered this week", "last delivery", "pending", "waiting for confirmation", "oldest waiting since", "waiting for",
+    "buyer responses", "failed",
     "needs attention", "discarded", "last error", "unclaimed in source", "cursor",
 ]
 TIME_COLUMNS = ("last successful sync", "last delivery", "oldest waiting since", "cursor")
@@ -200,6 +202,7 @@ def collect_status(client: str | None = None, as_of: datetime | None = None, tz:
     ledger = L.Ledger.from_settings()
     try:
         summary = ledger.status_summary([i.key for i in integrations], day_start, week_start)
+        confirming = confirmations.summary(ledger, [i.key for i in integrations])  # access points: what they wait for, buyers' answers
     finally:
         ledger.dispose()
     deployments = _deployments(integrations)
@@ -225,6 +228,7 @@ def collect_status(client: str | None = None, as_of: datetime | None = None, tz:
                 "pending": counts.get(L.PENDING, 0),
                 "waiting for confirmation": counts.get(L.SUBMITTED, 0),  # submitted: the destination decides later
                 "oldest waiting since": s["oldest_submitted"],
+                **confirming[integ.key],  # "waiting for" and "buyer responses" (tasks/confirmations.py)
                 "failed": counts.get(L.FAILED, 0),
                 "needs attention": counts.get(L.NEEDS_ATTENTION, 0),
                 "discarded": counts.get(L.DISCARDED, 0),

@@ -11,6 +11,7 @@ tasks/locks.py), which dies with the process that held it. The schema is version
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -33,6 +34,8 @@ from tasks.engine.states import (  # noqa: F401 - the status names, for the ledg
 from tasks.settings import get_settings
 
 OPEN_STATUSES = states.OPEN
+_SHARED: dict[str, Ledger] = {}  # URL -> the ledger a warm process shares between runs
+_SHARED_LOCK = threading.Lock()
 UNREADABLE = "unreadable"  # version of a document whose metadata could not be read
 LockTimeout = locks.LockTimeout
 MIGRATIONS = Path(__file__).resolve().parent / "ledger_migrations"
@@ -223,11 +226,13 @@ class Cursor:
 class Ledger:
     """Access to the ledger database."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, pool_size: int | None = None):
         self.url = sa.engine.make_url(url)
         kwargs: dict[str, Any] = {"future": True}
         if self.url.get_backend_name() == "sqlite":
             kwargs["connect_args"] = {"timeout": 60}
+        elif pool_size:  # a run holds one connection for its lock while it queries on others
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.url.get_backend_name() == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -267,7 +272,16 @@ class Ledger:
 
     @classmethod
     def from_settings(cls) -> Ledger:
-        return cls(get_settings().resolved_ledger_url())
+        """The ledger of DOCROUTE_LEDGER_URL / _BLOCK (default: a SQLite file in DOCROUTE_HOME). A warm
+        process (the docroute worker) keeps one per URL: its connection pool serves every run."""
+        settings = get_settings()
+        url = settings.resolved_ledger_url()
+        if not settings.warm:
+            return cls(url)
+        with _SHARED_LOCK:
+            if url not in _SHARED:
+                _SHARED[url] = cls(url, pool_size=16)
+            return _SHARED[url]
 
     def dispose(self) -> None:
         self.engine.dispose()

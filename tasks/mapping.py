@@ -10,46 +10,37 @@ import hashlib
 import io
 import json
 import logging
-import re
-import string
-import unicodedata
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from deployments.config import Config, ConfigError
 from deployments.schema import (
-    DATE_PLACEHOLDERS,
     ConstantField,
     FromField,
     Integration,
     LookupField,
-    Sanitize,
     TemplateField,
 )
 from tasks.connectors.base import Mode, Package, PackageFile
 from tasks.documents import Document
-
-# C0 and C1 control characters, and lone surrogates (JSON "\udce9" escapes: no file system can store them)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-# Bytes in one file or folder name: file systems and SFTP servers take 255 (é is 2 bytes, 株 3), and a
-# connector uploads under a longer temp name first (".<name>.<8 hex>.partial"), so keep 55 free.
-NAME_MAX = 200
-
-
-def _clip(text: str, chars: int, nbytes: int = NAME_MAX) -> str:
-    """At most `chars` characters and `nbytes` UTF-8 bytes, cut on a character boundary."""
-    text = text[:chars]
-    data = text.encode("utf-8")
-    return text if len(data) <= nbytes else data[:nbytes].decode("utf-8", "ignore")
-
-
-def _nbytes(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
-class MappingError(Exception):
-    """The document cannot be mapped (missing field, unknown lookup key...): permanent for this document."""
+from tasks.templates import (
+    NAME_MAX,
+    MappingError,
+    Renderer,
+    byte_length,
+    clip_name,
+    fit_name,
+    sanitize_segment,
+)
+from tasks.ubl.package import ubl_preview, ubl_step
+from tasks.xslt import (
+    XsltError,
+    compile_stylesheet,
+    preview_of,
+    stylesheet_path,
+    transform_files,
+)
 
 
 class Lookups:
@@ -84,6 +75,7 @@ class Lookups:
                 _warn(f"integration {integ.key!r}: lookup table {name!r} ({path}) has {len(self.conflicts[name])} key(s) "
                       f"on rows with different values ({_conflict_list(self.conflicts[name])}); documents that need them "
                       f"fail until the CSV has one row per key")
+        self.xslt = _stylesheets(config, integ)  # compiled once per run; a broken one fails the run, named
 
     def get(self, table: str, key: str) -> dict[str, str] | None:
         return self.tables[table].get(key)
@@ -91,6 +83,17 @@ class Lookups:
     def conflict(self, table: str, key: str) -> list[int]:
         """CSV line numbers of the differing rows that share `key` (empty when the key is unambiguous)."""
         return self.conflicts.get(table, {}).get(key, [])
+
+
+def _stylesheets(config: Config, integ: Integration) -> list:
+    """The integration's mapping.xslt steps, compiled: [(file patterns, Stylesheet)]."""
+    steps = []
+    for i, step in enumerate(integ.mapping.xslt):
+        try:
+            steps.append((step.files, compile_stylesheet(stylesheet_path(config.config_dir, step.stylesheet))))
+        except XsltError as exc:
+            raise ConfigError([f"integration {integ.key!r}: mapping.xslt[{i}].stylesheet: {exc}; fix the stylesheet"]) from None
+    return steps
 
 
 def _conflict_list(conflicts: dict[str, list[int]], limit: int = 5) -> str:
@@ -106,102 +109,6 @@ def _warn(message: str) -> None:
         get_run_logger().warning("%s", message)
     except Exception:  # noqa: BLE001 - outside a run
         logging.getLogger("docroute.mapping").warning("%s", message)
-
-
-# Invisible characters that change how a name reads: bidirectional controls (U+202E makes
-# "invoice\u202efdp.exe" display as "invoiceexe.pdf"), zero-width characters (U+200B..U+200D,
-# U+2060, U+FEFF), soft hyphens; and line and paragraph separators.
-_INVISIBLE = frozenset({"Cf", "Zl", "Zp"})
-
-
-def sanitize_segment(value: str, rules: Sanitize) -> str:
-    """Make one value safe as (part of) a single path segment.
-
-    NFKC first, so look-alikes become what they look like (fullwidth U+FF0E U+FF0F are '.' and '/',
-    and meet the rules below); then invisible format characters are dropped, then control
-    characters, separators, '..', and whatever the allowed-character rule refuses."""
-    text = unicodedata.normalize("NFKC", str(value))
-    text = "".join(c for c in text if unicodedata.category(c) not in _INVISIBLE)
-    if rules.ascii:
-        text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    text = _CONTROL.sub("", text)
-    text = text.replace("/", rules.replacement).replace("\\", rules.replacement)
-    if rules.allowed is not None:
-        text = re.sub(f"[^{rules.allowed}]", rules.replacement, text)
-    while ".." in text:
-        text = text.replace("..", ".")
-    text = text.strip(" .")
-    return _clip(text, rules.max_length).rstrip(" .")
-
-
-def _as_datetime(value: Any) -> datetime | date | None:
-    if isinstance(value, (datetime, date)):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None
-
-
-class Renderer:
-    """Renders templates against one document's values."""
-
-    def __init__(self, values: dict[str, Any], rules: Sanitize, doc_id: str):
-        self.values = values
-        self.rules = rules
-        self.doc_id = doc_id
-
-    def _value(self, name: str, spec: str, field: str) -> Any:
-        if name not in self.values or self.values[name] in (None, ""):
-            raise MappingError(f"document {self.doc_id}: {field} uses {{{name}}}, which this document does not have")
-        value = self.values[name]
-        if spec and "%" in spec:
-            when = _as_datetime(value)
-            if when is None:
-                raise MappingError(f"document {self.doc_id}: {{{name}}} = {value!r} is not a date ({field})")
-            return when, spec
-        if name in DATE_PLACEHOLDERS and not spec:
-            when = _as_datetime(value)
-            return (when, "%Y-%m-%d") if when else value
-        try:
-            return format(value, spec) if spec else value
-        except (ValueError, TypeError) as exc:
-            raise MappingError(f"document {self.doc_id}: cannot format {{{name}}} with {spec!r} in {field}: {exc}") from None
-
-    def text(self, template: str, field: str) -> str:
-        """Render a non-path template (a field value, a subject): no sanitising."""
-        out = []
-        for literal, name, spec, _ in string.Formatter().parse(template):
-            out.append(literal)
-            if name is not None:
-                value = self._value(name, spec or "", field)
-                out.append(value[0].strftime(value[1]) if isinstance(value, tuple) else str(value))
-        return "".join(out)
-
-    def path(self, template: str, field: str, keep_ext: bool = False) -> list[str]:
-        """Render a path template into safe segments. '/' only comes from the template or a date format.
-
-        `keep_ext`: segments too long are shortened keeping their extension (file names)."""
-        rendered = []
-        for literal, name, spec, _ in string.Formatter().parse(template):
-            rendered.append(literal)
-            if name is None:
-                continue
-            value = self._value(name, spec or "", field)
-            if isinstance(value, tuple):  # date: format each '/'-part separately, keep the slashes
-                when, fmt = value
-                rendered.append("/".join(sanitize_segment(when.strftime(p), self.rules) for p in fmt.split("/")))
-            else:
-                rendered.append(sanitize_segment(str(value), self.rules) or self.rules.replacement)
-        segments = [s for s in "".join(rendered).split("/") if s]
-        for seg in segments:
-            if seg in (".", ".."):
-                raise MappingError(f"document {self.doc_id}: {field} renders to an unsafe path segment {seg!r}")
-        if keep_ext:
-            return [_fit(s, self.rules.max_length) for s in segments]
-        return [_clip(s, self.rules.max_length) for s in segments]
 
 
 def document_values(doc: Document, integ: Integration) -> dict[str, Any]:
@@ -287,9 +194,9 @@ def map_document(doc: Document, integ: Integration, lookups: Lookups, mode: Mode
     other_exts = [sanitize_segment(f.ext, rules) for f in doc.files[1:]] + (["json"] if integ.mapping.sidecar else [])
     exts = [e for e in other_exts if len(e) <= 10]
     room = rules.max_length - 1 - max((len(e) for e in exts), default=0)
-    room_bytes = NAME_MAX - 1 - max((_nbytes(e) for e in exts), default=0)
-    if 0 < room and (room < len(stem) or room_bytes < _nbytes(stem)):
-        short = _clip(stem, room, room_bytes).rstrip(" .") or rules.replacement
+    room_bytes = NAME_MAX - 1 - max((byte_length(e) for e in exts), default=0)
+    if 0 < room and (room < len(stem) or room_bytes < byte_length(stem)):
+        short = clip_name(stem, room, room_bytes).rstrip(" .") or rules.replacement
         main_name, stem = short + main_name[len(stem):], short
     files: list[PackageFile] = []
     used: set[str] = set()
@@ -299,9 +206,9 @@ def map_document(doc: Document, integ: Integration, lookups: Lookups, mode: Mode
         else:
             ext = sanitize_segment(f.ext, rules)  # a source's file names are values too: never a path
             safe_name = sanitize_segment(f.name, rules) or rules.replacement
-            target = _fit(f"{stem}.{ext}" if ext else f"{stem}_{safe_name}", rules.max_length)
+            target = fit_name(f"{stem}.{ext}" if ext else f"{stem}_{safe_name}", rules.max_length)
             if target in used or (integ.mapping.sidecar and target == f"{stem}.json"):
-                target = _fit(f"{stem}_{safe_name}", rules.max_length)
+                target = fit_name(f"{stem}_{safe_name}", rules.max_length)
         used.add(target)
         files.append(
             PackageFile(
@@ -317,7 +224,7 @@ def map_document(doc: Document, integ: Integration, lookups: Lookups, mode: Mode
         body = json.dumps(sidecar_content(doc, fields), ensure_ascii=False, indent=2, default=str).encode()
         files.append(
             PackageFile(
-                name=_fit(f"{stem}.json", rules.max_length),
+                name=fit_name(f"{stem}.json", rules.max_length),
                 role="sidecar",
                 media_type="application/json",
                 size=len(body),
@@ -325,6 +232,18 @@ def map_document(doc: Document, integ: Integration, lookups: Lookups, mode: Mode
                 opener=_stream_of(body),
             )
         )
+    if lookups.xslt:  # any XML file of the package, through the integration's stylesheets (tasks/xslt.py)
+        xslt_values = Renderer(values, rules, doc.id)
+        steps = integ.mapping.xslt
+        try:
+            files = transform_files(files, lookups.xslt, lambda i: {
+                k: xslt_values.text(t, f"mapping.xslt[{i}].params.{k}") for k, t in steps[i].params.items()},
+                f"document {doc.id}")
+        except XsltError as exc:
+            raise MappingError(f"integration {integ.key!r}: {exc}") from None
+    if integ.mapping.ubl is not None:  # one valid Peppol BIS 3.0 UBL in the package, or a named failure (tasks/ubl/)
+
+        files = ubl_step(doc, integ.mapping.ubl, values, rules, files)
     return Package(
         doc_id=doc.id,
         version=doc.version,
@@ -353,23 +272,14 @@ def sidecar_content(doc: Document, fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _fit(name: str, max_length: int) -> str:
-    """Truncate a file name to max_length characters (and NAME_MAX bytes), keeping its extension."""
-    if len(name) <= max_length and _nbytes(name) <= NAME_MAX:
-        return name
-    stem, dot, ext = name.rpartition(".")
-    if not dot or len(ext) > 10:
-        return _clip(name, max_length)
-    return (_clip(stem, max_length - len(ext) - 1, NAME_MAX - _nbytes(ext) - 1).rstrip(" .") or "_") + "." + ext
-
-
 def preview(doc: Document, integ: Integration, lookups: Lookups) -> dict[str, Any]:
     """What a delivery of this document would look like, without delivering."""
     package = map_document(doc, integ, lookups)
+
     return {
         "doc_id": doc.id,
         "integration": integ.key,
         "connection": integ.connection,
-        "files": [{"path": package.path_of(f), "role": f.role, "size": f.size} for f in package.files],
+        "files": [{"path": package.path_of(f), "role": f.role, "size": f.size, **preview_of(f), **ubl_preview(f)} for f in package.files],
         "fields": package.fields,
     }

@@ -8,8 +8,12 @@ plus its module, its block and one line in its conformance suite (docs/architect
 from __future__ import annotations
 
 import importlib
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from tasks.settings import get_settings
 
 if TYPE_CHECKING:
     from prefect.blocks.core import Block
@@ -35,13 +39,32 @@ BLOCK_TYPES: dict[str, BlockType] = {
         BlockType("capture-inbox-folder", "blocks.capture_inbox:CaptureInboxFolder", source="tasks.sources.folder_inbox:FolderInbox"),
         BlockType("sftp-inbox", "blocks.sftp_inbox:SftpInbox", source="tasks.sources.sftp_inbox:SftpInboxSource"),
         BlockType("s3-inbox", "blocks.s3_inbox:S3Inbox", source="tasks.sources.s3_inbox:S3InboxSource"),
+        BlockType("dropbox-inbox", "blocks.dropbox_inbox:DropboxInbox", source="tasks.sources.dropbox_inbox:DropboxInboxSource"),
+        BlockType("onedrive-inbox", "blocks.onedrive_inbox:OneDriveInbox", source="tasks.sources.onedrive_inbox:OneDriveInboxSource"),
+        BlockType("google-drive-inbox", "blocks.gdrive_inbox:GoogleDriveInbox", source="tasks.sources.gdrive_inbox:GoogleDriveInboxSource"),
+        BlockType("smb-inbox", "blocks.smb_inbox:SmbInbox", source="tasks.sources.smb_inbox:SmbInboxSource"),
+        BlockType("getmyinvoices-source", "blocks.getmyinvoices:GetMyInvoicesSource", source="tasks.sources.getmyinvoices:GetMyInvoicesSource"),
+        BlockType("debitoor-expenses", "blocks.debitoor:DebitoorExpenses", source="tasks.sources.debitoor:DebitoorExpensesSource"),
+        BlockType("exact-online-source", "blocks.exact_online:ExactOnlineSource", source="tasks.sources.exact_online:ExactOnlineSource"),
+        BlockType("docbits-source", "blocks.docbits:DocbitsSource", source="tasks.sources.docbits:DocbitsSource"),
         # connections
         BlockType("local-folder-connection", "blocks.local_folder:LocalFolderConnection", connector="tasks.connectors.local_folder:LocalFolderConnector"),
         BlockType("webhook-connection", "blocks.webhook:WebhookConnection", connector="tasks.connectors.webhook:WebhookConnector"),
         BlockType("smtp-connection", "blocks.smtp:SmtpConnection", connector="tasks.connectors.email:EmailConnector"),
         BlockType("s3-connection", "blocks.s3:S3Connection", connector="tasks.connectors.s3:S3Connector"),
         BlockType("sftp-connection", "blocks.sftp:SftpConnection", connector="tasks.connectors.sftp:SftpConnector"),
+        BlockType("dropbox-connection", "blocks.dropbox:DropboxConnection", connector="tasks.connectors.dropbox:DropboxConnector"),
+        BlockType("onedrive-connection", "blocks.onedrive:OneDriveConnection", connector="tasks.connectors.onedrive:OneDriveConnector"),
+        BlockType("google-drive-connection", "blocks.gdrive:GoogleDriveConnection", connector="tasks.connectors.gdrive:GoogleDriveConnector"),
+        BlockType("smb-connection", "blocks.smb:SmbConnection", connector="tasks.connectors.smb:SmbConnector"),
+        BlockType("infor-idm-connection", "blocks.infor:InforIdmConnection", connector="tasks.connectors.infor_idm:InforIdmConnector"),
+        BlockType("infor-ion-connection", "blocks.infor:InforIonConnection", connector="tasks.connectors.infor_ion:InforIonConnector"),
+        BlockType("infor-idm-ion-connection", "blocks.infor:InforIdmIonConnection", connector="tasks.connectors.infor_ion:InforIdmIonConnector"),
+        BlockType("access-point-connection", "blocks.access_point:AccessPointConnection", connector="tasks.connectors.access_point:AccessPointConnector"),
+        BlockType("exact-online-connection", "blocks.exact_online_connection:ExactOnlineConnection", connector="tasks.connectors.exact_online:ExactOnlineConnector"),
+        BlockType("debitoor-connection", "blocks.debitoor:DebitoorConnection", connector="tasks.connectors.debitoor:DebitoorConnector"),
         # other
+        BlockType("infor-ionapi", "blocks.infor:InforIonApiConnection"),  # nested in the Infor connections: credentials and token
         BlockType("ledger-database", "blocks.ledger:LedgerDatabase"),
     )
 }
@@ -90,8 +113,30 @@ def source_class(slug: str) -> type[Source]:
     return import_target(target)
 
 
+_LOADED: dict[str, tuple[float, Block]] = {}  # a warm process's blocks: ref -> (loaded at, block)
+_LOADED_LOCK = threading.Lock()
+
+
 def load_block(ref: str) -> Block:
-    """Load a block document by "type-slug/name" (e.g. "sftp-connection/partner-a")."""
+    """Load a block document by "type-slug/name" (e.g. "sftp-connection/partner-a").
+
+    A warm process (the docroute worker: DOCROUTE_WARM) reuses a block it loaded less than
+    block_cache_seconds ago, so an idle poll costs no API call for its blocks; a block edited in
+    the UI is used from then on."""
+    settings = get_settings()
+    if settings.warm and settings.block_cache_seconds:
+        with _LOADED_LOCK:
+            hit = _LOADED.get(ref)
+        if hit is not None and time.monotonic() - hit[0] < settings.block_cache_seconds:
+            return hit[1]
+        block = _load(ref)
+        with _LOADED_LOCK:
+            _LOADED[ref] = (time.monotonic(), block)
+        return block
+    return _load(ref)
+
+
+def _load(ref: str) -> Block:
     slug, sep, name = ref.partition("/")
     if not sep or not name:
         raise UnknownBlockError(f"block reference {ref!r} must look like 'type-slug/name'")

@@ -56,6 +56,7 @@ from tasks.connectors.base import (
     Package,
     PackageFile,
     PermanentDeliveryError,
+    RemoteFile,
     TransientDeliveryError,
     VerifyingReader,
 )
@@ -422,8 +423,6 @@ class S3Connector(Connector):
         """Ability.INVENTORY: every object under the connection's prefix (+ `prefix`); unfinished
         multipart uploads flagged as partial. With `hashes`, the sha256 docroute stored in each
         object's metadata (one HEAD per object)."""
-        from tasks.connectors.base import RemoteFile
-
         base = self._prefix()
         start = base + prefix.lstrip("/")
         found: list[RemoteFile] = []

@@ -89,6 +89,7 @@ from tasks.connectors.base import (
     Package,
     PackageFile,
     PermanentDeliveryError,
+    RemoteFile,
     TransientDeliveryError,
     VerifyingReader,
 )
@@ -846,8 +847,6 @@ class SftpConnector(Connector):
 
         A drop box cannot be listed (the server takes files away). With `hashes`, each file's
         sha256 comes from a remote sha256sum where the account may run it (else None)."""
-        from tasks.connectors.base import RemoteFile
-
         if self.connection.drop_box:
             raise NotImplementedError(f"{self.label} is a drop box: the server takes files away on arrival, so it cannot be listed")
         conn = self._checkout()

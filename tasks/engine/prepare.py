@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from tasks.documents import Candidate, SourceProblem
+from tasks.documents import SourceProblem
 from tasks.engine import states
-from tasks.engine.model import Outcome, Send, WorkItem
+from tasks.engine.model import Outcome, RunFailed, Send, WorkItem
 from tasks.engine.plan import wanted
+from tasks.errors import BudgetExhaustedError, CredentialsRefusedError
 from tasks.ledger import UNREADABLE
 from tasks.mapping import MappingError, map_document
 
@@ -38,14 +39,22 @@ def prepare(run: SyncRun, item: WorkItem) -> Outcome | Send | None:
         for row in run.known.get(cand.doc_id, []):
             if row.status in states.OPEN and not dry:
                 ledger.supersede(integ.key, cand.doc_id, row.version, "no longer matches the integration's filters", run_id)
-        _warn_unrouted(run, cand)
         return None
     rows = run.known.get(cand.doc_id, [])
     same = [r for r in rows if r.fingerprint == cand.fingerprint]
     if same and not run.options.force and states.settled(same[0], item.targeted, rows):
         return None  # unchanged since it was delivered (or parked): no need to read the files again
     base = Outcome(cand.doc_id, "", str(cand.fields.get("number", "")), str(cand.fields.get("supplier", "")), cand.type)
-    doc = run.source.fetch(cand)
+    if run.source_budget is not None:  # the source's call budget is used up: nothing more is read this run
+        return base.but("waiting", error=f"document {cand.doc_id}: not read: {run.source_budget}")
+    try:
+        doc = run.source.fetch(cand)
+    except BudgetExhaustedError as exc:  # the source's call budget: this and the rest wait for the next run
+        return base.but("waiting", error=f"document {cand.doc_id}: not read: {run.out_of_budget(exc, f'reading {cand.doc_id}')}")
+    except CredentialsRefusedError as exc:  # the source's fault, not the document's: stop, park nothing
+        raise RunFailed(f"{integ.key}: source {integ.source} refused the credentials: {exc}. Fix the source block "
+                        f"(Prefect UI: Blocks; test it with docroute check {integ.source}); the next run reads every "
+                        f"document again, none is parked for this") from None
     if isinstance(doc, SourceProblem):  # the files could not be read
         return prepare(run, WorkItem(None, doc, item.targeted))
     prior = next((r for r in rows if r.version == doc.version), None)
@@ -96,12 +105,3 @@ def prepare(run: SyncRun, item: WorkItem) -> Outcome | Send | None:
     return Send(doc, package, prior, info, base.but("", remote=remote))
 
 
-def _warn_unrouted(run: SyncRun, cand: Candidate) -> None:
-    """A document of a type that no integration of its client takes would otherwise go unmentioned."""
-    client = run.integ.client
-    takers = [i for i in run.config.integrations.values() if i.client == client and i.enabled]
-    if not any(not i.filters.document_types or cand.type in i.filters.document_types for i in takers):
-        run.log.warning(
-            "document %s: type %r is taken by no integration of client %s; add it to an integration's "
-            "filters.document_types, then backfill (docroute sync ... --since)", cand.doc_id, cand.type, client
-        )

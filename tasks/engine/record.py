@@ -9,7 +9,7 @@ from tasks.connectors.base import Ability, Confirmation, Delivery
 from tasks.documents import Candidate, Document
 from tasks.engine import states
 from tasks.engine.model import Batch, Outcome, RunFailed, Send
-from tasks.errors import RemoteError
+from tasks.errors import BudgetExhaustedError, RemoteError
 from tasks.ledger import Result
 
 if TYPE_CHECKING:
@@ -40,10 +40,9 @@ def finish_chunk(run: SyncRun, batches: list[Batch], abandoned: bool = False) ->
             if not r.accepted:
                 outcomes.append(s.outcome.but(states.SUBMITTED, remote=r.remote_ref or ""))
                 continue
-            if integ.archive_after_transfer:
-                run.source.mark_exported(s.doc)  # only after the delivery is recorded
+            note = mark_exported(run, s.doc) if integ.archive_after_transfer else ""  # only after the delivery is recorded
             status = states.ALREADY_PRESENT if r.already_present else states.DELIVERED
-            outcomes.append(s.outcome.but(status, remote=r.remote_ref or ""))
+            outcomes.append(s.outcome.but(status, remote=r.remote_ref or "", **({"error": note} if note else {})))
         else:
             run.log.warning("%s", r.error)
             outcomes.append(s.outcome.but(statuses[r.doc_id], remote=s.outcome.remote, error=r.error))
@@ -55,6 +54,26 @@ def finish_chunk(run: SyncRun, batches: list[Batch], abandoned: bool = False) ->
             f"document again, none is parked for this"
         )
     return outcomes
+
+
+def mark_exported(run: SyncRun, doc: Document) -> str:
+    """Mark a recorded delivery exported at the source (archive after transfer). A source that refuses
+    (a GetMyInvoices document locked) or cannot answer is reported, not retried: the delivery stands
+    and the next runs do not send it again. Returns the note for the run's table ("" when marked)."""
+    where = run.source.label
+    if run.source_budget is not None:
+        reason = run.source_budget
+    else:
+        try:
+            run.source.mark_exported(doc)
+            return ""
+        except BudgetExhaustedError as exc:
+            reason = run.out_of_budget(exc, f"marking {doc.id}")
+        except RemoteError as exc:
+            reason = str(exc)
+    note = f"delivered; not marked exported: {reason}" if where in reason else f"delivered; not marked exported at {where}: {reason}"
+    run.log.warning("document %s: %s", doc.id, note)
+    return note
 
 
 def confirm(run: SyncRun, limit: int = CONFIRM_PER_RUN) -> list[Outcome]:
@@ -83,6 +102,8 @@ def confirm(run: SyncRun, limit: int = CONFIRM_PER_RUN) -> list[Outcome]:
             continue
         outcome = Outcome(row.doc_id, states.ACCEPTED if status == states.DELIVERED else states.REJECTED,
                           row.number or "", row.supplier or "", row.doc_type or "", row.remote_ref or "")
+        if status == states.DELIVERED and reason:  # what the destination said on accepting (a buyer's answer)
+            outcome.remote = f"{outcome.remote}; {reason}" if outcome.remote else reason
         if status != states.DELIVERED:
             parked = " (parked: needs attention)" if status == states.NEEDS_ATTENTION else ""
             outcome.error = f"document {row.doc_id}: rejected by the destination: {reason}{parked}"

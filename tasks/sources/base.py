@@ -10,6 +10,8 @@ Like the connectors (and the Singer SDK's taps): a small required interface, `sc
     mark_exported(document)                  Ability.MARK_EXPORTED: archive after transfer, a tag, a status
     deleted(client, cursor) -> [doc ids]     Ability.TOMBSTONES: documents deleted at the source
     census() -> Scan                         Ability.CENSUS: every document, whatever its client (unclaimed report)
+    bind(integration)                        the integration a run reads for (filters, identifiers, source_options)
+    in_range(candidate, window) -> bool      a backfill's range: by approval time unless the source says otherwise
 
 A source declares its cursor: `lists_everything` (a capture inbox reads every metadata file on each
 scan, so a document approved long ago that the ledger never saw is still found) or not (an API
@@ -26,11 +28,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict
+
+from deployments.schema import pydantic_problems
 from tasks.connectors.base import CheckResult
 from tasks.documents import Candidate, Document, SourceProblem
 
 if TYPE_CHECKING:
     from prefect.blocks.core import Block
+
+    from deployments.schema import Integration
 
 
 class SourceAbility(str, enum.Enum):
@@ -70,6 +77,12 @@ class Scan:
     cursor: str | None = None
 
 
+class SourceOptions(BaseModel):
+    """Per-integration settings of a source (`source_options` in the client file). Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Source(ABC):
     """A place documents are polled from. Built from a source block (tasks.registry), one per run."""
 
@@ -82,8 +95,43 @@ class Source(ABC):
             raise TypeError(f"{cls.__name__}: abilities are derived from the methods a source implements; do not set them")
         cls.abilities = frozenset(a for a, name in _PROVIDED_BY.items() if getattr(cls, name) is not getattr(Source, name))
 
+    options_model: ClassVar[type[SourceOptions]] = SourceOptions  # an integration's `source_options`, validated
+
     def __init__(self, block: Block):
         self.block = block
+        self.integration: Integration | None = None  # the integration this run is for (bind), if any
+        self.options: SourceOptions = self.options_model()
+
+    # -- the integration a run is for -----------------------------------------------------------
+    def bind(self, integration: Integration) -> None:
+        """The integration this run reads for: its filters, the client's identifiers (an Exact division)
+        and its `source_options` (validated by `options_model`). Called by the engine before the scan;
+        a source used without one (docroute check, the status census) keeps its block's settings."""
+        self.integration = integration
+        self.options = self.options_model.model_validate(integration.source_options)
+
+    @classmethod
+    def config_problems(cls, block: Block, integration: Integration, where: str) -> list[str]:
+        """What is wrong with an integration reading this source (docroute validate, before a run):
+        its `source_options`, archive after transfer on a source that cannot mark documents, and what
+        a source class adds. Each names the integration and the field."""
+        from pydantic import ValidationError
+
+
+        problems = []
+        try:
+            cls.options_model.model_validate(integration.source_options)
+        except ValidationError as exc:
+            problems.extend(pydantic_problems(f"{where}: source_options", exc))
+        if integration.archive_after_transfer and SourceAbility.MARK_EXPORTED not in cls.abilities:
+            problems.append(f"{where}: archive_after_transfer: {integration.source} cannot mark a document exported "
+                            f"({cls.__name__}); set archive_after_transfer: false")
+        return problems
+
+    def in_range(self, candidate: Candidate, window: Window) -> bool:
+        """A backfill (window.ranged): does the candidate fall in its range? By approval time; a source
+        whose remote selects a range by another date (GetMyInvoices: the document date) says so here."""
+        return window.holds(candidate.approved_at)
 
     @property
     def label(self) -> str:

@@ -18,9 +18,16 @@ SOURCE_HARNESSES = [
     "folder_inbox_harness",
     "sftp_inbox_harness",
     "s3_inbox_harness",
+    "dropbox_inbox_harness",
+    "onedrive_inbox_harness",
+    "gdrive_inbox_harness",
+    "smb_inbox_harness",
+    "getmyinvoices_harness",
+    "exact_harness",
+    "docbits_harness",
 ]
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(timezone.utc).replace(microsecond=0)  # whole seconds: what API sources' timestamps carry
 APPROVED = NOW - timedelta(hours=3)
 
 
