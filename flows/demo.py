@@ -1,7 +1,11 @@
-"""The demo: a local Prefect server, a seeded capture inbox, served deployments, one sync each.
+"""The demo: a local Prefect server, a seeded capture inbox, local stand-ins for the partner systems (a
+GetMyInvoices account, an Infor ION API gateway, an e-invoicing access point in certification mode; the
+test fakes in tests/fakes/), deployments on a docroute work pool run by one warm docroute worker, one
+sync of each integration, then one confirmation run for the access point's verdicts.
 
-    python -m flows.demo          # runs everything, then keeps serving the schedules until Ctrl-C
+    python -m flows.demo          # runs everything, then keeps running the schedules until Ctrl-C
     python -m flows.demo --once   # runs everything, prints the report, stops
+    python -m flows.demo --serve  # the same with Prefect's runner (a process per run) instead of the worker
 """
 
 from __future__ import annotations
@@ -9,17 +13,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_API = "http://127.0.0.1:4200/api"
+DEMO_POOL = "docroute"
 
 
 def _healthy(api: str) -> bool:
@@ -124,6 +131,67 @@ def save_blocks(data: Path, webhook: WebhookReceiver, webhook_secret: str) -> No
     ).save("partner-sftp", overwrite=True)
 
 
+class PartnerSystems:
+    """The partner systems the demo's clients use, started in this process on free ports of 127.0.0.1:
+    Umbrella's GetMyInvoices account, Hooli's Infor ION API gateway (IDM + ION) and Vandelay's access
+    point. Their blocks are saved on the server; `stop()` ends them."""
+
+    PROCESSING_SECONDS = 2.0  # how long the access point takes to validate a document
+
+    def __init__(self) -> None:
+        from tests.fakes.access_point import start_seeded
+        from tests.fakes.getmyinvoices_api import start_demo
+        from tests.fakes.infor_gateway import start_gateway
+
+        self.gmi_url, self.gmi_key, self.gmi = start_demo(docs=6)
+        self.infor_url, self.ionapi = start_gateway(tenant="HOOLI_TST")
+        self.access_point, self.access_point_fields = start_seeded(company="VANDELAY-CERT",
+                                                                   processing_seconds=self.PROCESSING_SECONDS)
+
+    def save_blocks(self) -> None:
+        from pydantic import SecretStr
+
+        from blocks.access_point import AccessPointConnection
+        from blocks.getmyinvoices import GetMyInvoicesSource
+        from blocks.infor import InforIdmIonConnection, InforIonApiConnection
+
+        GetMyInvoicesSource(api_key=SecretStr(self.gmi_key), base_url=self.gmi_url, client="umbrella").save("umbrella-gmi", overwrite=True)
+        InforIonApiConnection.from_ionapi(self.ionapi).save("hooli-ionapi", overwrite=True)
+        InforIdmIonConnection(ionapi=InforIonApiConnection.load("hooli-ionapi"), accounting_entity="100").save("hooli-infor", overwrite=True)
+        AccessPointConnection(**self.access_point_fields).save("vandelay-ap", overwrite=True)
+
+    def stop(self) -> None:
+        self.gmi.stop()
+        self.access_point.stop()  # the Infor gateway is a daemon thread: it ends with this process
+
+
+def seed_partner_clients(inbox: Path, now: datetime | None = None) -> int:
+    """Invoices for Hooli (to Infor) and Vandelay (to the access point) in the capture inbox, with the
+    fields their mappings read (supplier number and VAT, net, tax, total). Vandelay's come without a UBL
+    XML, so docroute generates and validates one."""
+    from tasks.sources.seed import invoice_metadata, write_document
+
+    rng = random.Random(11)
+    now = now or datetime.now(timezone.utc)
+    count = 0
+    for client, prefix, n in (("hooli", "HOO", 4), ("vandelay", "VAN", 3)):
+        for i in range(1, n + 1):
+            approved = now - timedelta(hours=rng.uniform(1, 20))
+            write_document(inbox, f"{prefix}-INV-{3000 + i}", client=client, approved_at=approved,
+                           metadata=invoice_metadata(rng, f"{prefix}-2026-{3000 + i}", approved), pdf_size=rng.randint(20_000, 60_000))
+            count += 1
+    return count
+
+
+def start_worker(pool: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`docroute worker --pool <pool>` in its own process group, logging to `log`: every flow run of the
+    pool runs in that one warm process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "worker", "--pool", pool, "--name", f"{pool}-worker"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True,
+    )
+
+
 def serve_deployments(log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Serve every enabled integration's deployment (`python -m deployments.deploy`) in its own
     process group, logging to `log`."""
@@ -170,7 +238,7 @@ async def _run_all(names: list[str], timeout: float = 600) -> dict[str, object]:
             await asyncio.sleep(1)
 
 
-def report(states: dict[str, object], ui: str, data: Path) -> None:
+def report(states: dict[str, object], ui: str, data: Path, confirm_run: object | None = None) -> None:
     from deployments.config import load_config
     from tasks.ledger import Ledger
 
@@ -181,10 +249,18 @@ def report(states: dict[str, object], ui: str, data: Path) -> None:
         key = run.parameters["integration"]
         counts = ledger.counts(key)
         state = run.state.name if run.state else "?"
+        if state == "Idle":
+            state = "Idle: nothing new since the last run"
         print(f"\n{key}  [{state}]  {', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'nothing'}")
         print(f"  run:    {ui}/runs/flow-run/{run.id}")
         for row in ledger.rows(key, statuses=("failed", "needs-attention")):
             print(f"  FAILED  {row['doc_id']}: {row['last_error']}")
+        if later := [r for r in ledger.rows(key) if r["submitted_at"] is not None]:
+            where = f" (run {ui}/runs/flow-run/{confirm_run.id})" if confirm_run is not None else ""
+            print(f"  confirmed later by the destination{where}:")
+            for row in later:
+                verdict = {"delivered": "accepted", "submitted": "waiting"}.get(row["status"], row["status"])
+                print(f"    {verdict:9} {row['doc_id']}  {row['remote_ref'] or ''}{'  ' + row['last_error'] if row['last_error'] and verdict != 'accepted' else ''}")
         integ = config.get(key)
         print(f"  report: Artifacts page, key sync-{integ.slug}")
     ledger.dispose()
@@ -204,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="docroute demo")
     parser.add_argument("--once", action="store_true", help="run one sync per integration, report, and stop")
     parser.add_argument("--data", type=Path, default=REPO / "demo-data", help="demo folder (recreated on each start)")
+    parser.add_argument("--serve", action="store_true", help="serve the deployments (a process per run) instead of a docroute worker")
     args = parser.parse_args(argv)
 
     # Ctrl-C (SIGINT) and a plain `kill` (SIGTERM) both stop everything the demo started.
@@ -220,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("DOCROUTE_LEDGER_BLOCK", None)
     server = ensure_server(api, data / "prefect-server.log")
     serving: subprocess.Popen | None = None
+    partners: PartnerSystems | None = None
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     # Prefect read its settings when `flows` was imported, before PREFECT_API_URL was set above: without
@@ -228,26 +306,41 @@ def main(argv: list[str] | None = None) -> int:
     settings.__enter__()
     try:
         from deployments.config import load_config
-        from deployments.deploy import FLOW_NAME, deployment_name
+        from deployments.deploy import CONFIRM_DEPLOYMENT, CONFIRM_FLOW, FLOW_NAME, apply_deployments, deployment_name
         from tasks.sources.seed import seed_demo_inbox
 
         counts = seed_demo_inbox(data / "inbox")
+        counts["approved"] += seed_partner_clients(data / "inbox")
         print(f"Seeded {data / 'inbox'}: {counts}")
+        partners = PartnerSystems()
+        print(f"Partner systems: GetMyInvoices {partners.gmi_url}, Infor ION API gateway {partners.infor_url}, "
+              f"access point {partners.access_point.url} (certification)")
         import base64
         import secrets
 
         webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         webhook = WebhookReceiver(data / "out" / "webhook-received", webhook_secret)
         save_blocks(data, webhook, webhook_secret)
+        partners.save_blocks()
         config = load_config()  # fails here, naming file/integration/field, if the config is wrong
         names = [f"{FLOW_NAME}/{deployment_name(i)}" for i in config.integrations.values() if i.enabled]
         on_demand = [i.key for i in config.integrations.values() if not i.enabled]
-        print(f"Serving {len(names)} deployments (log: {data / 'serve.log'}) ...")
-        serving = serve_deployments(data / "serve.log")
-        asyncio.run(_wait_for_deployments(names))
+        if args.serve:
+            print(f"Serving {len(names)} deployments (log: {data / 'serve.log'}) ...")
+            serving = serve_deployments(data / "serve.log")
+        else:
+            apply_deployments(config, work_pool=DEMO_POOL)
+            print(f"Deployed {len(names)} integrations on work pool {DEMO_POOL}; one docroute worker runs them "
+                  f"(log: {data / 'worker.log'}) ...")
+            serving = start_worker(DEMO_POOL, data / "worker.log")
+        confirm = f"{CONFIRM_FLOW}/{CONFIRM_DEPLOYMENT}"
+        asyncio.run(_wait_for_deployments([*names, confirm]))
         print("Running one sync per integration ...")
         states = asyncio.run(_run_all(names))
-        report(states, api.removesuffix("/api"), data)
+        # the access point decides a little later: one confirmation run records its verdicts
+        time.sleep(PartnerSystems.PROCESSING_SECONDS + 0.5)
+        confirm_run = asyncio.run(_run_all([confirm]))[confirm]
+        report(states, api.removesuffix("/api"), data, confirm_run)
         from flows.cli import main as docroute
 
         print("\n=== docroute status (the docroute-status flow; Artifacts page, key integration-status) ===")
@@ -255,13 +348,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  Webhook receiver: {webhook.url} -> {data / 'out' / 'webhook-received'}")
         print(f"  On-demand exports (deployed, not scheduled; blocks point at example endpoints): {', '.join(on_demand)}")
         if not args.once:
-            print("\nServing the schedules; change or pause them in the UI. Ctrl-C to stop.")
+            print("\nRunning the schedules; change or pause them in the UI (Deployments). Ctrl-C to stop.")
             while serving.poll() is None:
                 time.sleep(1)
     except KeyboardInterrupt:
         print("\nStopping ...")
     finally:
         settings.__exit__(None, None, None)
+        if partners is not None:
+            partners.stop()
         for proc in (serving, server):
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGINT)

@@ -489,8 +489,9 @@ def test_shipped_sample_configs_parse_and_check_cleanly():
     assert problems == []
     config = load_config(PACKAGE_CONFIG_DIR, check_blocks=False)
     assert sorted(config.integrations) == [
-        "acme/invoices-to-erp", "acme/orders-to-purchasing", "globex/invoices-to-erp",
+        "acme/invoices-to-erp", "acme/orders-to-purchasing", "globex/invoices-to-erp", "hooli/invoices-to-infor",
         "initech/archive-to-s3", "initech/invoices-to-ap-webhook", "initech/invoices-to-mailbox", "initech/invoices-to-partner-sftp",
+        "umbrella/gmi-to-erp", "vandelay/invoices-to-peppol",
     ]
     assert [i.key for i in config.integrations.values() if not i.enabled] == [
         "initech/archive-to-s3", "initech/invoices-to-mailbox", "initech/invoices-to-partner-sftp",

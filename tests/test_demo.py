@@ -4,6 +4,7 @@ sync, says what happened and where to look, and prints no error of its own makin
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,5 +29,10 @@ def test_the_demo_runs_end_to_end_and_says_where_to_look(tmp_path):
     assert f"Prefect UI:       http://127.0.0.1:{port}" in text and "Artifacts page, key sync-acme-invoices-to-erp" in text
     assert "integration" in text and "acme/orders-to-purchasing" in text  # the status table
     assert list((tmp_path / "demo" / "out" / "erp-import").rglob("*.pdf"))  # the exported files are where it says
+    # the partner systems' clients: GetMyInvoices in, Infor IDM + ION and the access point out, its verdicts shown
+    assert list((tmp_path / "demo" / "out" / "erp-import" / "UMB-3_NL855566677B01").rglob("*.pdf"))
+    for key, delivered in (("umbrella/gmi-to-erp", 5), ("hooli/invoices-to-infor", 4), ("vandelay/invoices-to-peppol", 3)):
+        assert re.search(rf"{key}  \[\w+[^\]]*\]  {delivered} delivered\n", text), key
+    assert len(re.findall(r"accepted  VAN-INV-300\d", text)) == 3
     for noise in ("ERROR", "Traceback", "Starting temporary server"):
         assert noise not in text, [line for line in text.splitlines() if noise in line]
