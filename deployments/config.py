@@ -13,6 +13,8 @@ an error naming the file, the integration, the field and the fix.
 
 from __future__ import annotations
 
+import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,25 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+# Parsed YAML files by path, with the stat they were parsed at. A warm process (the docroute worker)
+# reads the configuration on every run; parsing a hundred client files each time was most of an idle
+# poll's CPU. A file is parsed again as soon as it changes (mtime, ctime, size or inode).
+_PARSED: dict[Path, tuple[tuple[int, int, int, int], Any]] = {}
+_PARSED_LOCK = threading.Lock()
+
+
 def _read_yaml(path: Path, problems: list[str]) -> dict | None:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        with _PARSED_LOCK:
+            cached = _PARSED.get(path)
+        if cached is not None and cached[0] == stamp:
+            data = copy.deepcopy(cached[1])  # callers merge templates into what they get
+        else:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            with _PARSED_LOCK:
+                _PARSED[path] = (stamp, copy.deepcopy(data))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         problems.append(f"{path}: cannot read YAML: {exc}")
         return None

@@ -507,3 +507,26 @@ def test_shipped_sample_configs_parse_and_check_cleanly():
     assert globex.filters.document_types == ["invoice", "credit_note", "order_confirmation"]
     for key in config.integrations:
         assert load_config(PACKAGE_CONFIG_DIR, only=key, check_blocks=False).get(key).key == key
+
+
+def test_a_warm_process_parses_a_client_file_once_and_again_when_it_changes(tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "cfg"
+    shutil.copytree(PACKAGE_CONFIG_DIR, root)
+    parsed: list[str] = []
+    real = yaml.safe_load
+    monkeypatch.setattr(yaml, "safe_load", lambda text: parsed.append(text) or real(text))
+    files = len(list(root.glob("clients/*.yaml"))) + len(list(root.glob("templates/*.yaml")))
+    first, _ = parse_config(root)
+    assert len(parsed) == files
+    again, _ = parse_config(root)
+    assert len(parsed) == files  # nothing changed: nothing parsed again
+    assert sorted(again.integrations) == sorted(first.integrations)
+    again.get("globex/invoices-to-erp").filters.document_types.append("mutated")  # a caller's change stays its own
+    assert "mutated" not in parse_config(root)[0].get("globex/invoices-to-erp").filters.document_types
+    globex = root / "clients" / "globex.yaml"
+    globex.write_text(globex.read_text().replace("interval: 15m", "interval: 20m"))
+    changed, _ = parse_config(root)
+    assert len(parsed) == files + 1  # only the changed file
+    assert changed.get("globex/invoices-to-erp").schedule.interval == timedelta(minutes=20)
