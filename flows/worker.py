@@ -32,6 +32,8 @@ import importlib
 import logging
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -109,6 +111,8 @@ class DocrouteWorker(BaseWorker[DocrouteJobConfiguration, DocrouteVariables, Doc
     )
     _documentation_url = "https://github.com/docroute/docroute/blob/main/docs/deployment.md"
 
+    DRAIN_SECONDS = 60.0  # how long one poll keeps feeding its due runs to threads as they free up
+
     def __init__(self, work_pool_name: str, *args: Any, threads: int = 8, **kwargs: Any):
         kwargs.setdefault("limit", threads)
         super().__init__(work_pool_name, *args, **kwargs)
@@ -135,16 +139,32 @@ class DocrouteWorker(BaseWorker[DocrouteJobConfiguration, DocrouteVariables, Doc
             return []
         scheduled_before = datetime.now(timezone.utc) + timedelta(seconds=self._prefetch_seconds)
         responses = await self.client.get_scheduled_flow_runs_for_work_pool(pool.name, scheduled_before=scheduled_before)
-        runs = sorted((r.flow_run for r in responses), key=lambda r: r.next_scheduled_start_time or r.expected_start_time)
+        waiting = deque(sorted((r.flow_run for r in responses), key=lambda r: r.next_scheduled_start_time or r.expected_start_time))
         submitted = []
-        for flow_run in runs:
+        # A backlog (more due runs than threads) is drained here as threads free up, for up to DRAIN_SECONDS:
+        # returning after `threads` runs left the pool empty until the next poll (PREFECT_WORKER_QUERY_SECONDS,
+        # 10 s), which capped a worker at `threads` runs per poll whatever their cost.
+        deadline = time.monotonic() + self.DRAIN_SECONDS
+        next_cancel_check = time.monotonic() + 5
+        while waiting:
+            flow_run = waiting[0]
             with self._running_lock:
+                full = len(self._running) >= self.threads
                 if flow_run.id in self._running:
+                    waiting.popleft()
                     continue
-                if len(self._running) >= self.threads:
+                if not full:
+                    waiting.popleft()
+                    future = self._pool.submit(self._handle, flow_run)
+                    self._running[flow_run.id] = future
+            if full:
+                if time.monotonic() >= deadline:
                     break
-                future = self._pool.submit(self._handle, flow_run)
-                self._running[flow_run.id] = future
+                if time.monotonic() >= next_cancel_check:
+                    await self._check_cancellations()
+                    next_cancel_check = time.monotonic() + 5
+                await anyio.sleep(0.02)
+                continue
             future.add_done_callback(lambda f, run_id=flow_run.id: self._done(run_id, f))
             submitted.append(flow_run)
         return submitted
