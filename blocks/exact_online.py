@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from blocks.base import http_url
+from blocks.exact_online_connection import with_oauth_endpoints
 from blocks.oauth import OAuth2Source, host_entry
 
 
@@ -80,14 +81,7 @@ class ExactOnlineSource(OAuth2Source):
     @model_validator(mode="before")
     @classmethod
     def _endpoints(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            base = str(data.get("base_url") or "https://start.exactonline.nl").rstrip("/")
-            data = dict(data)
-            if not data.get("token_url"):
-                data["token_url"] = f"{base}/api/oauth2/token"
-            if not data.get("authorize_url"):
-                data["authorize_url"] = f"{base}/api/oauth2/auth"
-        return data
+        return with_oauth_endpoints(data)
 
     @field_validator("base_url")
     @classmethod

@@ -17,6 +17,19 @@ ONLY_LATEST = (
 )
 
 
+
+def with_oauth_endpoints(data: Any) -> Any:
+    """A block's fields with token_url and authorize_url derived from its regional base_url where not given
+    (the connection and the source share Exact's sites)."""
+    if isinstance(data, dict):
+        base = str(data.get("base_url") or "https://start.exactonline.nl").rstrip("/")
+        data = dict(data)
+        if not data.get("token_url"):
+            data["token_url"] = f"{base}/api/oauth2/token"
+        if not data.get("authorize_url"):
+            data["authorize_url"] = f"{base}/api/oauth2/auth"
+    return data
+
 class ExactOnlineConnection(OAuth2Connection):
     """Exact Online, one app installed once and activated per client with the client's division (company code).
 
@@ -88,14 +101,7 @@ class ExactOnlineConnection(OAuth2Connection):
     @model_validator(mode="before")
     @classmethod
     def _endpoints(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            base = str(data.get("base_url") or "https://start.exactonline.nl").rstrip("/")
-            data = dict(data)
-            if not data.get("token_url"):
-                data["token_url"] = f"{base}/api/oauth2/token"
-            if not data.get("authorize_url"):
-                data["authorize_url"] = f"{base}/api/oauth2/auth"
-        return data
+        return with_oauth_endpoints(data)
 
     @field_validator("base_url")
     @classmethod
