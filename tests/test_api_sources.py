@@ -26,6 +26,7 @@ from flows.reconcile import reconcile
 from flows.status import collect_status
 from flows.sync import sync
 from tasks.ledger import DELIVERED, NEEDS_ATTENTION
+from tasks.sources.base import Window
 from tasks.sources.seed import pdf_bytes
 from tests.conftest import confirmations, utc
 from tests.fakes.docbits_api import DocbitsAPI
@@ -469,3 +470,15 @@ def test_getmyinvoices_retry_of_a_failed_run_retries_exactly_its_failed_document
     assert confirmations(workspace, key) == {str(good.uid): 1, str(bad.uid): 1}  # exactly the failed one again
     assert str(new.uid) not in statuses(workspace, key) and workspace.ledger().cursor(key) == cursor
     assert [o["doc_id"] for o in sync(integration=key)["outcomes"] if o["status"] == DELIVERED] == [str(new.uid)]
+
+
+def test_getmyinvoices_listing_reads_every_page(gmi):
+    """Seven documents at two a page: four pages asked, every document a candidate once."""
+    uids = {str(gmi_doc(gmi, f"P-{i}", size=2_000).uid) for i in range(7)}
+    block = GetMyInvoicesSource(api_key=gmi.api_key, base_url=gmi.base_url, ca_bundle=gmi.ca_bundle, client="acme",
+                                calls_per_minute=None, page_size=2)
+    with block.source() as source:
+        scan = source.scan("acme", None, Window(NOW - timedelta(days=30), datetime.now(timezone.utc)))
+    assert sorted(c.doc_id for c in scan.candidates) == sorted(uids) and not scan.problems
+    pages = [r.query.get("pageNumber") for r in gmi.requests if r.method == "GET" and r.path.endswith("/documents")]
+    assert pages == [["1"], ["2"], ["3"], ["4"]]

@@ -251,7 +251,10 @@ class GetMyInvoicesAPI(FakeAPI):
         """Parameters from the query string and the JSON body (arrays as name[])."""
         out: dict[str, Any] = {}
         for k, values in req.query.items():
-            out[k[:-2]] = list(values) if k.endswith("[]") else values[0]
+            if k.endswith("[]"):
+                out[k[:-2]] = list(values)
+            else:
+                out[k] = values[0]
         if req.body:
             try:
                 body = json.loads(req.body)
