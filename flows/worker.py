@@ -33,7 +33,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -128,46 +127,44 @@ class DocrouteWorker(BaseWorker[DocrouteJobConfiguration, DocrouteVariables, Doc
 
     # -- the poll -----------------------------------------------------------------------------------------
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
-        """Due runs of the pool, each claimed and run in a thread; never more at once than `threads`."""
+        """Due runs of the pool, each claimed and run in a thread; never more at once than `threads`.
+
+        A backlog (more due runs than free threads) is drained here for up to DRAIN_SECONDS: once half
+        the threads are free again the pool is asked again for its due runs. Returning after `threads`
+        runs left the threads idle until the next poll (PREFECT_WORKER_QUERY_SECONDS, 10 s). The list
+        is always fresh from the server: a run claimed from an old list could be one another worker has
+        run to completion meanwhile, and Prefect accepts Completed -> Pending."""
         try:
             pool = self.work_pool
         except RuntimeError:  # not synced with the API yet
             return []
-        await self._check_cancellations()
-        free = self.threads - len(self._running)
-        if free <= 0:
-            return []
-        scheduled_before = datetime.now(timezone.utc) + timedelta(seconds=self._prefetch_seconds)
-        responses = await self.client.get_scheduled_flow_runs_for_work_pool(pool.name, scheduled_before=scheduled_before)
-        waiting = deque(sorted((r.flow_run for r in responses), key=lambda r: r.next_scheduled_start_time or r.expected_start_time))
-        submitted = []
-        # A backlog (more due runs than threads) is drained here as threads free up, for up to DRAIN_SECONDS:
-        # returning after `threads` runs left the pool empty until the next poll (PREFECT_WORKER_QUERY_SECONDS,
-        # 10 s), which capped a worker at `threads` runs per poll whatever their cost.
+        submitted: list[FlowRun] = []
         deadline = time.monotonic() + self.DRAIN_SECONDS
-        next_cancel_check = time.monotonic() + 5
-        while waiting:
-            flow_run = waiting[0]
-            with self._running_lock:
-                full = len(self._running) >= self.threads
-                if flow_run.id in self._running:
-                    waiting.popleft()
-                    continue
-                if not full:
-                    waiting.popleft()
+        while True:
+            await self._check_cancellations()
+            if self.threads - len(self._running) <= 0:
+                return submitted
+            scheduled_before = datetime.now(timezone.utc) + timedelta(seconds=self._prefetch_seconds)
+            responses = await self.client.get_scheduled_flow_runs_for_work_pool(pool.name, scheduled_before=scheduled_before)
+            runs = sorted((r.flow_run for r in responses), key=lambda r: r.next_scheduled_start_time or r.expected_start_time)
+            backlog = False
+            for flow_run in runs:
+                with self._running_lock:
+                    if flow_run.id in self._running:
+                        continue
+                    if len(self._running) >= self.threads:
+                        backlog = True
+                        break
                     future = self._pool.submit(self._handle, flow_run)
                     self._running[flow_run.id] = future
-            if full:
+                future.add_done_callback(lambda f, run_id=flow_run.id: self._done(run_id, f))
+                submitted.append(flow_run)
+            if not backlog:
+                return submitted
+            while self.threads - len(self._running) < max(1, self.threads // 2):
                 if time.monotonic() >= deadline:
-                    break
-                if time.monotonic() >= next_cancel_check:
-                    await self._check_cancellations()
-                    next_cancel_check = time.monotonic() + 5
+                    return submitted
                 await anyio.sleep(0.02)
-                continue
-            future.add_done_callback(lambda f, run_id=flow_run.id: self._done(run_id, f))
-            submitted.append(flow_run)
-        return submitted
 
     def _done(self, run_id: UUID, future: Future) -> None:
         with self._running_lock:
