@@ -32,6 +32,7 @@ import importlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -109,6 +110,8 @@ class DocrouteWorker(BaseWorker[DocrouteJobConfiguration, DocrouteVariables, Doc
     )
     _documentation_url = "https://github.com/docroute/docroute/blob/main/docs/deployment.md"
 
+    DRAIN_SECONDS = 60.0  # how long one poll keeps feeding its due runs to threads as they free up
+
     def __init__(self, work_pool_name: str, *args: Any, threads: int = 8, **kwargs: Any):
         kwargs.setdefault("limit", threads)
         super().__init__(work_pool_name, *args, **kwargs)
@@ -124,30 +127,44 @@ class DocrouteWorker(BaseWorker[DocrouteJobConfiguration, DocrouteVariables, Doc
 
     # -- the poll -----------------------------------------------------------------------------------------
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
-        """Due runs of the pool, each claimed and run in a thread; never more at once than `threads`."""
+        """Due runs of the pool, each claimed and run in a thread; never more at once than `threads`.
+
+        A backlog (more due runs than free threads) is drained here for up to DRAIN_SECONDS: once half
+        the threads are free again the pool is asked again for its due runs. Returning after `threads`
+        runs left the threads idle until the next poll (PREFECT_WORKER_QUERY_SECONDS, 10 s). The list
+        is always fresh from the server: a run claimed from an old list could be one another worker has
+        run to completion meanwhile, and Prefect accepts Completed -> Pending."""
         try:
             pool = self.work_pool
         except RuntimeError:  # not synced with the API yet
             return []
-        await self._check_cancellations()
-        free = self.threads - len(self._running)
-        if free <= 0:
-            return []
-        scheduled_before = datetime.now(timezone.utc) + timedelta(seconds=self._prefetch_seconds)
-        responses = await self.client.get_scheduled_flow_runs_for_work_pool(pool.name, scheduled_before=scheduled_before)
-        runs = sorted((r.flow_run for r in responses), key=lambda r: r.next_scheduled_start_time or r.expected_start_time)
-        submitted = []
-        for flow_run in runs:
-            with self._running_lock:
-                if flow_run.id in self._running:
-                    continue
-                if len(self._running) >= self.threads:
-                    break
-                future = self._pool.submit(self._handle, flow_run)
-                self._running[flow_run.id] = future
-            future.add_done_callback(lambda f, run_id=flow_run.id: self._done(run_id, f))
-            submitted.append(flow_run)
-        return submitted
+        submitted: list[FlowRun] = []
+        deadline = time.monotonic() + self.DRAIN_SECONDS
+        while True:
+            await self._check_cancellations()
+            if self.threads - len(self._running) <= 0:
+                return submitted
+            scheduled_before = datetime.now(timezone.utc) + timedelta(seconds=self._prefetch_seconds)
+            responses = await self.client.get_scheduled_flow_runs_for_work_pool(pool.name, scheduled_before=scheduled_before)
+            runs = sorted((r.flow_run for r in responses), key=lambda r: r.next_scheduled_start_time or r.expected_start_time)
+            backlog = False
+            for flow_run in runs:
+                with self._running_lock:
+                    if flow_run.id in self._running:
+                        continue
+                    if len(self._running) >= self.threads:
+                        backlog = True
+                        break
+                    future = self._pool.submit(self._handle, flow_run)
+                    self._running[flow_run.id] = future
+                future.add_done_callback(lambda f, run_id=flow_run.id: self._done(run_id, f))
+                submitted.append(flow_run)
+            if not backlog:
+                return submitted
+            while self.threads - len(self._running) < max(1, self.threads // 2):
+                if time.monotonic() >= deadline:
+                    return submitted
+                await anyio.sleep(0.02)
 
     def _done(self, run_id: UUID, future: Future) -> None:
         with self._running_lock:

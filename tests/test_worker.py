@@ -29,11 +29,11 @@ HOUR_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
 
 
 @contextmanager
-def worker(workspace, pool: str, name: str, heartbeat: int = 30):  # Prefect takes 30 s at least
-    env = {**workspace.env(), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat), "PREFECT_WORKER_QUERY_SECONDS": "1",
+def worker(workspace, pool: str, name: str, heartbeat: int = 30, threads: int = 4, query_seconds: int = 1):  # Prefect takes 30 s at least
+    env = {**workspace.env(), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat), "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
            "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
     log = (workspace.root / f"worker-{name}.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker", "--pool", pool, "--name", name, "--threads", "4"],
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker", "--pool", pool, "--name", name, "--threads", str(threads)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield proc
@@ -134,3 +134,15 @@ def test_a_run_cancelled_in_the_ui_stops_and_ends_cancelled(workspace):
         assert not any(r.sending_since for r in rows.values())  # nothing left half-sent: the next run takes the rest
     finally:
         receiver.stop()
+
+
+def test_a_backlog_is_drained_as_threads_free_up_not_threads_runs_per_poll(workspace):
+    """Six due runs, one thread, a poll every 60 s: all six finish well before a second poll (a worker
+    that took `threads` runs per poll would need five more polls, five minutes)."""
+    pool, key = f"pool-{workspace.tag}", workspace.integration()
+    deployment = deploy(workspace, key, pool)
+    ids = [start(deployment) for _ in range(6)]
+    with worker(workspace, pool, f"w-{workspace.tag}", threads=1, query_seconds=60):
+        runs = [final(run_id, timeout=45) for run_id in ids]
+    assert [r.state.type for r in runs] == [StateType.COMPLETED] * 6
+
