@@ -224,13 +224,25 @@ async def _wait_for_deployments(names: list[str], timeout: float = 120) -> dict[
     return found
 
 
-async def _run_all(names: list[str], timeout: float = 600) -> dict[str, object]:
+async def _run_all(names: list[str], timeout: float = 600, reuse_due: bool = True) -> dict[str, object]:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterExpectedStartTime
     from prefect.deployments import run_deployment
 
-    runs = {name: await run_deployment(name, timeout=0) for name in names}
     deadline = time.monotonic() + timeout
     async with get_client() as client:
+        # A deployment's first scheduled run is due as soon as it is deployed: wait for that one rather than
+        # start a second, which would queue behind it for the deployment's concurrency slot (limit 1).
+        runs = {}
+        for name in names:
+            deployment = await client.read_deployment_by_name(name)
+            due = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(
+                    before_=datetime.now(timezone.utc) + timedelta(seconds=5))),
+                limit=1,
+            )
+            runs[name] = due[0] if due and reuse_due else await run_deployment(name, timeout=0)
         while True:
             states = {name: await client.read_flow_run(run.id) for name, run in runs.items()}
             if all(r.state and r.state.is_final() for r in states.values()) or time.monotonic() > deadline:
@@ -339,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         states = asyncio.run(_run_all(names))
         # the access point decides a little later: one confirmation run records its verdicts
         time.sleep(PartnerSystems.PROCESSING_SECONDS + 0.5)
-        confirm_run = asyncio.run(_run_all([confirm]))[confirm]
+        confirm_run = asyncio.run(_run_all([confirm], reuse_due=False))[confirm]  # a new one: after the verdicts
         report(states, api.removesuffix("/api"), data, confirm_run)
         from flows.cli import main as docroute
 
