@@ -21,6 +21,8 @@ RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from flows.local_server import server_command  # noqa: E402 - after the repository is on the path
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -70,7 +72,7 @@ def _pid_listening(port: int) -> int | None:
 
 def use_prefect_server(work: Path, reuse: bool = True, database_url: str | None = None,
                        extra_env: dict[str, str] | None = None) -> PrefectServer:
-    """Reuse the server in PREFECT_API_URL if one answers there, else start `prefect server start`
+    """Reuse the server in PREFECT_API_URL if one answers there, else start `prefect server start` (flows.local_server)
     (SQLite under `work`, or `database_url`) on a free port. Sets PREFECT_API_URL for this process and its children."""
     api = os.environ.get("PREFECT_API_URL")
     if reuse and api and _healthy(api):
@@ -88,7 +90,7 @@ def use_prefect_server(work: Path, reuse: bool = True, database_url: str | None 
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     log = (work / "prefect-server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        server_command("127.0.0.1", port),
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import httpx
 
+from flows.local_server import server_command
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_API = "http://127.0.0.1:4200/api"
 DEMO_POOL = "docroute"
@@ -46,7 +48,7 @@ def ensure_server(api: str, log: Path) -> subprocess.Popen | None:
         sys.exit(f"No Prefect server answers at {api}; start it, or unset PREFECT_API_URL for a local one.")
     print(f"Starting a local Prefect server on {url.host}:{url.port} (SQLite; log: {log}) ...")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", url.host, "--port", str(url.port)],
+        server_command(url.host, url.port),
         env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},  # no telemetry: this machine may be offline
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
@@ -226,7 +228,12 @@ async def _wait_for_deployments(names: list[str], timeout: float = 120) -> dict[
 
 async def _run_all(names: list[str], timeout: float = 600, reuse_due: bool = True) -> dict[str, object]:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterExpectedStartTime
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
     from prefect.deployments import run_deployment
 
     deadline = time.monotonic() + timeout
@@ -318,7 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     settings.__enter__()
     try:
         from deployments.config import load_config
-        from deployments.deploy import CONFIRM_DEPLOYMENT, CONFIRM_FLOW, FLOW_NAME, apply_deployments, deployment_name
+        from deployments.deploy import (
+            CONFIRM_DEPLOYMENT,
+            CONFIRM_FLOW,
+            FLOW_NAME,
+            apply_deployments,
+            deployment_name,
+        )
         from tasks.sources.seed import seed_demo_inbox
 
         counts = seed_demo_inbox(data / "inbox")

@@ -1,4 +1,4 @@
-"""A real Prefect server for a test session: `prefect server start` on 127.0.0.1 with its own SQLite
+"""A real Prefect server for a test session: `prefect server start` (flows.local_server) on 127.0.0.1 with its own SQLite
 database, every service (scheduler, triggers, actions, ...) and the UI, as an ops user runs it.
 
 (prefect_test_harness starts an "ephemeral" server, which serves no UI: the analyst's view of a
@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from flows.local_server import server_command
 from tests.net import free_port
 
 
@@ -54,7 +54,7 @@ def start_prefect_server(timeout: float = 180) -> PrefectServer:
     env.pop("PREFECT_API_URL", None)
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        server_command("127.0.0.1", port),
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
