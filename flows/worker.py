@@ -6,7 +6,8 @@ Prefect's own workers and runners start a fresh Python process for every flow ru
 alone costs about 1.3 CPU-seconds, which is most of what an idle scheduled poll costs. This worker
 (a `prefect.workers.base.BaseWorker`, work pool type `docroute`, registered through the
 `prefect.collections` entry point) polls its work pool like Prefect's workers, claims each due run
-by proposing Pending (a run another worker claimed first is refused by the server), and runs it in
+by proposing Pending (a run another worker claimed first is refused by the server; a claim whose
+answer was lost is known by its message, see `claim`), and runs it in
 this process on a bounded pool of threads, with Prefect's own engine (`prefect.flow_engine.run_flow`:
 Running, Completed, Failed, Crashed as usual, heartbeats included). It keeps the configuration, the
 blocks and the connectors' libraries loaded between runs:
@@ -37,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import anyio
 from prefect.client.orchestration import get_client
@@ -75,6 +76,21 @@ class DocrouteVariables(BaseVariables):
 
 class DocrouteWorkerResult(BaseWorkerResult):
     """The outcome of one run, as a Prefect worker reports it (0: the run ended; its state says how)."""
+
+
+def claim(client, flow_run_id: UUID, claim_id: str) -> bool:
+    """Claim a due run for this worker by proposing Pending; True if it is this worker's to run.
+
+    The proposal carries `claim_id` in its message. When the server's answer is lost (a timeout, a
+    cut connection), Prefect's client sends the same proposal again, and the server refuses it
+    (Pending -> Pending): the run is then Pending with this very message, and it is ours. Taking
+    that refusal at its word left such a run Pending for good, holding its deployment's only
+    concurrency slot."""
+    message = f"claimed by docroute worker {claim_id}"
+    if client.set_flow_run_state(flow_run_id, Pending(message=message)).status == SetStateStatus.ACCEPT:
+        return True
+    state = client.read_flow_run(flow_run_id).state
+    return state is not None and state.type == StateType.PENDING and state.message == message
 
 
 class _Deployments:
@@ -202,12 +218,11 @@ class DocrouteWorker(BaseWorker[DocrouteJobConfiguration, DocrouteVariables, Doc
         logger = self.get_flow_run_logger(flow_run)
         client = self._thread_client()
         try:
-            claim = client.set_flow_run_state(flow_run.id, Pending())
+            if not claim(client, flow_run.id, f"{self.name} {uuid4()}"):
+                return  # another worker claimed it first (aborted), a concurrency slot is taken (wait), or it was cancelled
         except Exception as exc:  # noqa: BLE001 - the next poll sees the run again
             logger.warning("could not claim flow run %s: %s", flow_run.name, exc)
             return
-        if claim.status != SetStateStatus.ACCEPT:
-            return  # another worker claimed it first (aborted), a concurrency slot is taken (wait), or it was cancelled
         try:
             flow_name, flow = self._deployments.get(client, flow_run.deployment_id)
             if flow_name == SYNC_FLOW and self._settle_idle(flow_run):

@@ -13,14 +13,24 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.responses import SetStateStatus
 from prefect.deployments import run_deployment
-from prefect.states import Cancelling
+from prefect.states import Cancelling, Pending, Scheduled
 
 from deployments.config import load_config
 from deployments.deploy import apply_deployments
+from flows.worker import claim
 from tasks.sources.seed import write_document
 from tests.connectors.harness_webhook import Receiver, Scripted, new_secret
 
@@ -146,3 +156,22 @@ def test_a_backlog_is_drained_as_threads_free_up_not_threads_runs_per_poll(works
         runs = [final(run_id, timeout=45) for run_id in ids]
     assert [r.state.type for r in runs] == [StateType.COMPLETED] * 6
 
+
+
+@flow(name="claimed-by-a-test")
+def nothing() -> None:
+    """A flow run to claim; never run."""
+
+
+def test_a_claim_whose_answer_was_lost_is_still_the_worker_s_and_no_one_else_s(workspace):
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(nothing, state=Scheduled())
+        # worker w1's proposal reached the server but its answer was lost: Prefect's client sends it again,
+        # and the server refuses a second Pending
+        client.set_flow_run_state(run.id, Pending(message="claimed by docroute worker w1 1234"))
+        assert client.set_flow_run_state(run.id, Pending(message="claimed by docroute worker w1 1234")).status == SetStateStatus.ABORT
+        assert claim(client, run.id, "w1 1234")  # the run is w1's: it runs it instead of leaving it Pending
+        assert not claim(client, run.id, "w2 5678")  # and no other worker's
+        fresh = client.create_flow_run(nothing, state=Scheduled())
+        assert claim(client, fresh.id, "w2 5678")
+        assert client.read_flow_run(fresh.id).state.message == "claimed by docroute worker w2 5678"
