@@ -378,7 +378,7 @@ Each command has its own --help; docs/operations.md has the details.""",
     p.set_defaults(func=_parked)
     p = sub.add_parser("connect", help="authorise an OAuth2 connection once and save its first tokens in its block")
     p.add_argument("block", help="the OAuth2 block, type-slug/name")
-    p.add_argument("--code", help="an authorization code already obtained (or the whole redirect URL)")
+    p.add_argument("--code", help="an authorization code already obtained (or the whole redirect URL); --code=CODE when it starts with a dash")
     p.add_argument("--no-listen", action="store_true", help="read the redirect URL (or code) from stdin, not from a listener")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the redirect (default 300)")
     p.add_argument("--ionapi", metavar="FILE", help="Infor: create or update the infor-ionapi block from this .ionapi "

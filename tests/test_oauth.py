@@ -218,11 +218,11 @@ def test_connect_with_a_code_exchanges_it_once(env, server, no_leaks):
     the_code = parse_qs(urlsplit(location).query)["code"][0]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        assert cli.main(["connect", block.reference(), "--code", the_code]) == 0
+        assert cli.main(["connect", block.reference(), f"--code={the_code}"]) == 0
         first = secret(stored(block).access_token)
         assert server.live(first)
         # RFC 6749 4.1.2: a code is used once; using it again fails and revokes what it gave
-        assert cli.main(["connect", block.reference(), "--code", the_code]) == 1
+        assert cli.main(["connect", block.reference(), f"--code={the_code}"]) == 1
     no_leaks += [out.getvalue(), err.getvalue()]
     assert "invalid_grant" in err.getvalue() and f"docroute connect {block.reference()}" in err.getvalue()
     assert not server.live(first)
