@@ -21,8 +21,6 @@ RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from flows.local_server import server_command  # noqa: E402 - after the repository is on the path
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -88,6 +86,11 @@ def use_prefect_server(work: Path, reuse: bool = True, database_url: str | None 
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false", **(extra_env or {}))
     if database_url:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
+    # PREFECT_API_URL first, then the import: importing `flows` loads Prefect's settings, and settings
+    # loaded without it would make this process start a temporary server of its own.
+    os.environ["PREFECT_API_URL"] = api
+    from flows.local_server import server_command
+
     log = (work / "prefect-server.log").open("w")
     proc = subprocess.Popen(
         server_command("127.0.0.1", port),
@@ -101,7 +104,6 @@ def use_prefect_server(work: Path, reuse: bool = True, database_url: str | None 
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the Prefect server did not start; see {work / 'prefect-server.log'}")
         time.sleep(0.5)
-    os.environ["PREFECT_API_URL"] = api
     return PrefectServer(api, proc, proc.pid)
 
 
