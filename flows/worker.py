@@ -87,8 +87,9 @@ def claim(client, flow_run_id: UUID, claim_id: str) -> bool:
     that refusal at its word left such a run Pending for good, holding its deployment's only
     concurrency slot."""
     message = f"claimed by docroute worker {claim_id}"
-    if client.set_flow_run_state(flow_run_id, Pending(message=message)).status == SetStateStatus.ACCEPT:
-        return True
+    status = client.set_flow_run_state(flow_run_id, Pending(message=message)).status
+    if status != SetStateStatus.ABORT:  # accepted, or a concurrency slot is taken (wait): nothing to read back
+        return status == SetStateStatus.ACCEPT
     state = client.read_flow_run(flow_run_id).state
     return state is not None and state.type == StateType.PENDING and state.message == message
 
