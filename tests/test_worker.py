@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -39,12 +40,15 @@ HOUR_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
 
 
 @contextmanager
-def worker(workspace, pool: str, name: str, heartbeat: int = 30, threads: int = 4, query_seconds: int = 1):  # Prefect takes 30 s at least
+def worker(workspace, pool: str, name: str, heartbeat: int = 30, threads: int = 4, query_seconds: int = 1,  # Prefect takes 30 s at least
+           sigint_ignored: bool = False):
     env = {**workspace.env(), "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat), "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
            "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
     log = (workspace.root / f"worker-{name}.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "worker", "--pool", pool, "--name", name, "--threads", str(threads)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            # as a shell's background job (`docroute worker &`, nohup) starts it
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None)
     try:
         yield proc
     finally:
@@ -175,3 +179,60 @@ def test_a_claim_whose_answer_was_lost_is_still_the_worker_s_and_no_one_else_s(w
         fresh = client.create_flow_run(nothing, state=Scheduled())
         assert claim(client, fresh.id, "w2 5678")
         assert client.read_flow_run(fresh.id).state.message == "claimed by docroute worker w2 5678"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_worker_stops_on_sigint_and_sigterm_even_started_as_a_background_job(workspace, sig):
+    pool, name = f"stop-{workspace.tag}", f"w-stop-{workspace.tag}"
+    log = workspace.root / f"worker-{name}.log"
+    with worker(workspace, pool, name, sigint_ignored=True) as proc:
+        deadline = time.monotonic() + 90
+        while "started!" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the worker did not stop on {sig.name} within 30 s")
+    assert proc.returncode == 0 and f"Worker {name!r} stopped." in log.read_text(), log.read_text()[-2000:]
+
+
+# -- memory: malloc arenas ------------------------------------------------------------------------------
+ARENAS_CHILD = """
+import ctypes, sys, threading
+from flows.worker import limit_malloc_arenas
+print(limit_malloc_arenas(), flush=True)
+barrier = threading.Barrier(12)
+def churn():
+    barrier.wait()  # all alive at once: glibc hands each new thread an arena of its own, up to its limit
+    for _ in range(200):
+        [bytearray(4096) for _ in range(20)]
+threads = [threading.Thread(target=churn) for _ in range(12)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+ctypes.CDLL(None).malloc_stats()  # to stderr: one "Arena N:" block per arena
+"""
+
+
+@pytest.mark.parametrize("env_cap", [None, "4"], ids=["capped-by-the-worker", "MALLOC_ARENA_MAX-wins"])
+def test_the_worker_caps_malloc_arenas_so_its_run_threads_do_not_fragment_memory(env_cap):
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    if env_cap:
+        env["MALLOC_ARENA_MAX"] = env_cap
+    out = subprocess.run([sys.executable, "-c", ARENAS_CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    arenas = out.stderr.count("Arena ")
+    if env_cap is None:
+        assert out.stdout.strip() == "True" and 1 <= arenas <= 2, out.stderr
+    else:  # the operator's setting is left alone, and glibc applies it
+        assert out.stdout.strip() == "False" and 2 < arenas <= 4, out.stderr
+
+
+def test_without_the_cap_the_same_threads_take_more_arenas():
+    """What the cap prevents (the check above would pass vacuously if these threads never made new arenas)."""
+    child = ARENAS_CHILD.replace("print(limit_malloc_arenas(), flush=True)", "print('uncapped', flush=True)")
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    out = subprocess.run([sys.executable, "-c", child], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("Arena ") > 4, out.stderr
