@@ -7,12 +7,12 @@ the flags this machine's closed network needs (no background networking, no comp
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.debian import ensure_packages
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -21,11 +21,7 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
 
 def ensure_chromium() -> str:
     """The path of Debian's Chromium, installing the package when it is missing."""
-    if not Path(CHROMIUM).exists():
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
+    ensure_packages(["chromium"], Path(CHROMIUM).exists)
     return CHROMIUM
 
 

@@ -19,6 +19,18 @@ from tests.connectors.harness_sftp import sftp_server  # noqa: F401 - fixture
 from tests.prefect_server import start_prefect_server
 
 
+# The suite runs in two processes, each test file whole in one (pyproject.toml: -n 2 --dist loadfile
+# --no-loadscope-reorder). The files that take minutes go first, so that both processes end together
+# instead of one running the longest file alone at the end.
+SLOW_FILES = ("tests/test_scale_out.py", "tests/test_worker.py", "tests/test_demo.py", "tests/faults/test_infor_faults.py",
+              "tests/faults/test_einvoicing_faults.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real Prefect server (SQLite, every service, the UI) for the whole session; this process and its

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.debian import ensure_packages
 from tests.net import free_port
 
 SMBD = "/usr/sbin/smbd"
@@ -30,12 +31,7 @@ USER = "docroute-smb"
 
 def ensure_samba() -> None:
     """Install Debian's samba when smbd or smbpasswd is missing."""
-    if Path(SMBD).exists() and shutil.which("smbpasswd"):
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "samba"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    ensure_packages(["samba"], lambda: Path(SMBD).exists() and shutil.which("smbpasswd") is not None)
 
 
 def ensure_user(name: str) -> pwd.struct_passwd:

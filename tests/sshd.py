@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.debian import ensure_packages
 from tests.net import free_port
 
 SSHD = "/usr/sbin/sshd"
@@ -29,16 +30,7 @@ KEY_PASSPHRASE = "correct horse battery staple"
 
 def ensure_openssh() -> None:
     """Install Debian's openssh-server when sshd or ssh-keygen is missing."""
-    if Path(SSHD).exists() and shutil.which("ssh-keygen"):
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", "openssh-server", "openssh-client"],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    ensure_packages(["openssh-server", "openssh-client"], lambda: Path(SSHD).exists() and shutil.which("ssh-keygen") is not None)
 
 
 def ensure_user(name: str, password: str) -> pwd.struct_passwd:

@@ -101,7 +101,10 @@ class Cluster:
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = (self.root / f"{name}.log").open("w")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # SIGINT at its default, as systemd starts them: a test run started in the background (nohup, CI)
+        # would hand them SIGINT ignored, and Prefect's services process then never stops on it.
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.procs[name] = proc
         return proc
 
