@@ -191,8 +191,11 @@ def main() -> int:
         warm = start
         t0 = time.monotonic()
         next_cycle = 1
+        rss_series: list[list[float]] = []  # [minute, MB] once a minute: a leak climbs, fragmentation levels off
         while time.monotonic() - t0 < duration:
             elapsed = time.monotonic() - t0
+            if elapsed >= 60 * len(rss_series):
+                rss_series.append([len(rss_series), round(tree_rss_mb(worker.pid), 1)])
             if baseline is None and elapsed >= warmup:
                 warm = datetime.now(timezone.utc)
                 baseline = (time.monotonic(), tree_cpu(worker.pid), tree_cpu(server.pid), tree_rss_mb(worker.pid))
@@ -215,6 +218,7 @@ def main() -> int:
             cpu_fraction_server=round((s1 - baseline[2]) / span / cores, 3),
             worker_rss_start_mb=round(baseline[3], 1),
             worker_rss_end_mb=round(rss_end, 1),
+            worker_rss_series_mb=rss_series + [[round(duration / 60, 1), round(rss_end, 1)]],
         )
         time.sleep(40)  # let the last due runs be claimed before reading them
         due = [r for r in due_runs(deployment_ids, start, end - timedelta(seconds=30))]
@@ -254,6 +258,7 @@ def main() -> int:
             "every_document_once": result["documents_delivered"] == result["documents_expected"] and result["duplicates"] == 0,
         }
         result["targets"] = targets
+        print("worker RSS by minute (MB):", " ".join(f"{mb:g}" for _, mb in result["worker_rss_series_mb"]))
         print_table(f"scale: {result['integrations']} integrations every {args.interval}s for {args.minutes:g} min ({args.database})", [
             ("polls due", result["polls_due"], ""),
             ("claimed within 30 s", f"{within} ({result['share_started_within_30s']:.2%})" if due else "-", verdict(targets["started_within_30s_ge_99pct"])),
@@ -280,6 +285,11 @@ def main() -> int:
         server.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+            if database_url is not None:  # the server's PostgreSQL database, as the work folder
+                admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+                admin.autocommit = True
+                admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin.close()
         else:
             print(f"kept {work}")
 
