@@ -215,24 +215,26 @@ ctypes.CDLL(None).malloc_stats()  # to stderr: one "Arena N:" block per arena
 """
 
 
-@pytest.mark.parametrize("env_cap", [None, "4"], ids=["capped-by-the-worker", "MALLOC_ARENA_MAX-wins"])
-def test_the_worker_caps_malloc_arenas_so_its_run_threads_do_not_fragment_memory(env_cap):
+def arenas_of(child: str, env_cap: str | None = None) -> tuple[str, int]:
+    """Run `child` in a fresh Python (MALLOC_ARENA_MAX as given): (its stdout, the arenas glibc made)."""
     env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
     if env_cap:
         env["MALLOC_ARENA_MAX"] = env_cap
-    out = subprocess.run([sys.executable, "-c", ARENAS_CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", child], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    arenas = out.stderr.count("Arena ")
+    return out.stdout.strip(), out.stderr.count("Arena ")
+
+
+@pytest.mark.parametrize("env_cap", [None, "4"], ids=["capped-by-the-worker", "MALLOC_ARENA_MAX-wins"])
+def test_the_worker_caps_malloc_arenas_so_its_run_threads_do_not_fragment_memory(env_cap):
+    applied, arenas = arenas_of(ARENAS_CHILD, env_cap)
     if env_cap is None:
-        assert out.stdout.strip() == "True" and 1 <= arenas <= 2, out.stderr
+        assert applied == "True" and 1 <= arenas <= 2, arenas
     else:  # the operator's setting is left alone, and glibc applies it
-        assert out.stdout.strip() == "False" and 2 < arenas <= 4, out.stderr
+        assert applied == "False" and 2 < arenas <= 4, arenas
 
 
 def test_without_the_cap_the_same_threads_take_more_arenas():
     """What the cap prevents (the check above would pass vacuously if these threads never made new arenas)."""
-    child = ARENAS_CHILD.replace("print(limit_malloc_arenas(), flush=True)", "print('uncapped', flush=True)")
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-    out = subprocess.run([sys.executable, "-c", child], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stderr.count("Arena ") > 4, out.stderr
+    _, arenas = arenas_of(ARENAS_CHILD.replace("print(limit_malloc_arenas(), flush=True)", "print('uncapped', flush=True)"))
+    assert arenas > 4, arenas
