@@ -26,7 +26,8 @@ blocks and the connectors' libraries loaded between runs:
   here) so that `docroute deploy`'s zombie automation marks a run Crashed when its worker died; what
   the worker cannot finish itself (an error outside the flow) it marks Crashed;
 - memory: glibc's malloc arenas are capped at two (`limit_malloc_arenas`), so that the run threads'
-  allocations do not fragment one arena each.
+  allocations do not fragment one arena each, and after every run of the engine the memory it freed
+  is given back to the system (`release_free_memory`).
 """
 
 from __future__ import annotations
@@ -85,6 +86,22 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     try:
         return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))  # this process's own C library
     except (OSError, AttributeError):  # musl and others have no mallopt: nothing to cap
+        return False
+
+
+def release_free_memory() -> bool:
+    """Give the memory this process has freed back to the system (glibc's malloc_trim); True if any was.
+
+    glibc keeps freed memory for reuse and gives back only the top of its heap, so each large run
+    (the status report of 1,000 integrations reads 2,000 API answers) left the worker's resident
+    size at that run's peak (measured: a status run +13.5 MB, all of it given back by the trim; the
+    first status run of a worker also loads what it needs, about 23 MB once). Trimming takes 1 to 9 ms, so it follows runs of the engine, not the
+    idle polls. Not glibc: no-op."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
         return False
 
 
@@ -164,6 +181,7 @@ class DocrouteWorker(BaseWorker[DocrouteJobConfiguration, DocrouteVariables, Doc
         self._local = threading.local()
         self.completed_idle = 0  # runs settled without the engine (tests and the benchmark read them)
         self.completed_engine = 0
+        self.memory_releases = 0  # release_free_memory after runs of the engine
 
     # -- the poll -----------------------------------------------------------------------------------------
     async def get_and_submit_flow_runs(self) -> list[FlowRun]:
@@ -266,6 +284,9 @@ class DocrouteWorker(BaseWorker[DocrouteJobConfiguration, DocrouteVariables, Doc
         except BaseException as exc:  # noqa: BLE001 - the engine settles flow errors itself; this is anything else
             logger.exception("flow run %s: the engine stopped", flow_run.name)
             client.set_flow_run_state(flow_run.id, Crashed(message=f"the docroute worker lost it: {type(exc).__name__}: {exc}"), force=True)
+        finally:
+            release_free_memory()
+            self.memory_releases += 1
 
     def _settle_idle(self, flow_run: FlowRun) -> bool:
         """A sync run with nothing new: planned here, without the engine (tasks.engine.run.SyncRun.settle_idle)."""

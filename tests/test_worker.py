@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import anyio
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -31,7 +32,7 @@ from prefect.states import Cancelling, Pending, Scheduled
 
 from deployments.config import load_config
 from deployments.deploy import apply_deployments
-from flows.worker import claim
+from flows.worker import DocrouteWorker, claim
 from tasks.sources.seed import write_document
 from tests.connectors.harness_webhook import Receiver, Scripted, new_secret
 
@@ -238,3 +239,53 @@ def test_without_the_cap_the_same_threads_take_more_arenas():
     """What the cap prevents (the check above would pass vacuously if these threads never made new arenas)."""
     _, arenas = arenas_of(ARENAS_CHILD.replace("print(limit_malloc_arenas(), flush=True)", "print('uncapped', flush=True)"))
     assert arenas > 4, arenas
+
+
+# -- memory: freed memory given back after runs of the engine ---------------------------------------------
+RELEASE_CHILD = """
+import gc, os, sys
+from flows.worker import release_free_memory
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+blocks = [bytearray(2000) for _ in range(50_000)]  # 100 MB in blocks of glibc's heap (pymalloc takes <= 512 bytes)
+keep = bytearray(2000)  # above them: the heap's top stays in use, so glibc cannot shrink it on its own
+peak = rss_mb()
+del blocks
+gc.collect()
+freed = rss_mb()
+released = release_free_memory() if sys.argv[1] == "release" else None
+print(released, round(peak), round(freed), round(rss_mb()))
+"""
+
+
+@pytest.mark.parametrize("release", [True, False], ids=["released", "kept-without-it"])
+def test_release_free_memory_gives_freed_heap_back_to_the_system(release):
+    out = subprocess.run([sys.executable, "-c", RELEASE_CHILD, "release" if release else "keep"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    released, peak, freed, after = out.stdout.split()
+    assert int(peak) - int(freed) < 20, out.stdout  # free() alone keeps it: what the worker's memory showed
+    if release:
+        assert released == "True" and int(freed) - int(after) > 80, out.stdout
+    else:
+        assert int(freed) - int(after) < 20, out.stdout
+
+
+def test_the_worker_gives_memory_back_after_each_run_of_the_engine_not_after_idle_polls(workspace, monkeypatch):
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")  # the worker sets it for its process
+    pool, key = f"pool-{workspace.tag}", workspace.integration()
+    deployment = deploy(workspace, key, pool)
+    write_document(workspace.inbox, "M-1", client="acme", approved_at=HOUR_AGO)
+
+    with get_client(sync_client=True) as client:  # the first finds the document (the engine), the second nothing (idle)
+        flow_runs = [client.read_flow_run(start(deployment)) for _ in range(2)]
+
+    async def run_two() -> DocrouteWorker:
+        async with DocrouteWorker(pool, name=f"in-process-{workspace.tag}", threads=1) as w:
+            for flow_run in flow_runs:
+                await w.run(flow_run, None)
+            return w
+
+    w = anyio.run(run_two)
+    assert (w.completed_engine, w.completed_idle, w.memory_releases) == (1, 1, 1)
+    assert (workspace.out / "acme" / "invoice" / "M-1.pdf").exists()
