@@ -12,6 +12,15 @@ transaction holding the lock (a coroutine on that loop) cannot commit, and every
 60 s. With automatic collection switched off and a thread of its own collecting instead, only that
 thread waits, and only until the lock holder commits: measured with the demo, a freeze in 8 of 32 runs
 before, in none of 18 after. A server on PostgreSQL has no such wait; the thread does no harm there.
+
+On SQLite it also begins every write transaction IMMEDIATE (Prefect 3.8 begins most of them DEFERRED).
+A DEFERRED transaction takes the write lock only at its first write; in WAL mode, when another
+connection committed since this one first read, SQLite refuses the upgrade at once with "database is
+locked" (SQLITE_BUSY_SNAPSHOT; the busy timeout does not apply), and the API answers 503. Deploying
+1,000 integrations while the scheduler filled their runs gave thousands of those (docs/benchmarks.md).
+An IMMEDIATE transaction takes the lock when it begins, so writers queue behind one another under the
+busy timeout instead. Prefect's own comment in AioSqliteConfiguration.setup_sqlite names this cure;
+the server's documented hook for it is prefect.server.database.dependencies.set_database_config.
 """
 
 from __future__ import annotations
@@ -21,6 +30,13 @@ import itertools
 import sys
 import threading
 import time
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+from prefect.server.database.configurations import SQLITE_BEGIN_MODE, AioSqliteConfiguration
+from prefect.server.database.dependencies import set_database_config
+from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 COLLECT_EVERY = 0.1  # seconds between collections of the youngest generation
 
@@ -46,12 +62,40 @@ def collect_in_background(every: float = COLLECT_EVERY) -> threading.Thread:
     return thread
 
 
+class ImmediateSqliteConfiguration(AioSqliteConfiguration):
+    """Prefect's SQLite configuration with every transaction begun IMMEDIATE: it waits for the write
+    lock (up to the busy timeout) when it begins instead of failing when it first writes."""
+
+    @asynccontextmanager
+    async def begin_transaction(
+        self, session: AsyncSession, with_for_update: bool = False
+    ) -> AsyncGenerator[AsyncSessionTransaction, None]:
+        token = SQLITE_BEGIN_MODE.set("IMMEDIATE")
+        try:
+            async with session.begin() as transaction:
+                yield transaction
+        finally:
+            SQLITE_BEGIN_MODE.reset(token)
+
+
+def begin_sqlite_transactions_immediate() -> bool:
+    """Make this process's Prefect server begin its transactions IMMEDIATE if its database is SQLite;
+    True if it did (on PostgreSQL nothing changes)."""
+    url = PREFECT_API_DATABASE_CONNECTION_URL.value()
+    if not url.startswith("sqlite"):
+        return False
+    set_database_config(ImmediateSqliteConfiguration(connection_url=url))
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`prefect server start` with the given options, after collect_in_background()."""
+    """`prefect server start` with the given options, after collect_in_background() and
+    begin_sqlite_transactions_immediate()."""
     # imported here, not at the top: server_command's callers need not import Prefect's CLI
     from prefect.cli import app
 
     collect_in_background()
+    begin_sqlite_transactions_immediate()
     sys.argv = ["prefect", "server", "start", *(sys.argv[1:] if argv is None else argv)]
     app()
 
