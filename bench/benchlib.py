@@ -107,6 +107,31 @@ def use_prefect_server(work: Path, reuse: bool = True, database_url: str | None 
     return PrefectServer(api, proc, proc.pid)
 
 
+def postgres_cpu() -> float:
+    """CPU-seconds used so far by the machine's PostgreSQL processes that are alive now (the server and
+    its connections' backends; a backend that exited in between is not counted)."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] in ("postgres", "postmaster"):
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+    return total
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy CPU-seconds, all CPU-seconds) of the whole machine so far, every core together."""
+    import psutil
+
+    t = psutil.cpu_times()
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    return sum(t) - idle, sum(t)
+
+
 def tree_cpu(pid: int | None) -> float:
     """CPU-seconds used so far by a process and all its descendants, including exited children
     it has waited for (Linux counts those in the parent's children_user/children_system)."""
