@@ -30,10 +30,9 @@ import itertools
 import sys
 import threading
 import time
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
-from prefect.server.database.configurations import SQLITE_BEGIN_MODE, AioSqliteConfiguration
+from prefect.server.database.configurations import AioSqliteConfiguration
 from prefect.server.database.dependencies import set_database_config
 from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
@@ -66,16 +65,11 @@ class ImmediateSqliteConfiguration(AioSqliteConfiguration):
     """Prefect's SQLite configuration with every transaction begun IMMEDIATE: it waits for the write
     lock (up to the busy timeout) when it begins instead of failing when it first writes."""
 
-    @asynccontextmanager
-    async def begin_transaction(
+    def begin_transaction(
         self, session: AsyncSession, with_for_update: bool = False
-    ) -> AsyncGenerator[AsyncSessionTransaction, None]:
-        token = SQLITE_BEGIN_MODE.set("IMMEDIATE")
-        try:
-            async with session.begin() as transaction:
-                yield transaction
-        finally:
-            SQLITE_BEGIN_MODE.reset(token)
+    ) -> AbstractAsyncContextManager[AsyncSessionTransaction]:
+        # Prefect's own begins IMMEDIATE exactly when asked for update: ask for it every time
+        return super().begin_transaction(session, with_for_update=True)
 
 
 def begin_sqlite_transactions_immediate() -> bool:
