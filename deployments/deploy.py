@@ -41,7 +41,7 @@ from flows.confirm import confirm_deliveries
 from flows.parked import parked_documents
 from flows.status import integration_status
 from flows.sync import sync
-from flows.worker import WORKER_TYPE, DocrouteWorker
+from flows.worker import IDLE_STATE, WORKER_TYPE, DocrouteWorker
 from tasks.settings import get_settings
 
 FLOW_NAME = "docroute-sync"
@@ -195,20 +195,33 @@ def ensure_work_pool(name: str) -> None:
 
 ZOMBIE_AUTOMATION = "docroute: crash runs whose worker died"
 ZOMBIE_AFTER = timedelta(seconds=90)  # three missed heartbeats (flows/worker.py beats every 30 s)
+# A run's events are named after its state's name, not its type (a settled idle poll sends "Idle").
+# Starts the watch: the claim, a cancellation (the worker must still end the run) and each heartbeat.
+# Running is not one: runs served without heartbeats (`docroute deploy --serve`, Prefect's runner) on
+# the same server would be crashed after ZOMBIE_AFTER; the engine's first beat follows Running at once.
+ZOMBIE_STARTS = ("Pending", "Cancelling", "heartbeat")
+# Ends it: the run is alive (Running, a heartbeat) or needs no worker (final, or AwaitingRetry, which
+# is Scheduled: any worker runs it again when due).
+ZOMBIE_ENDS = ("Running", "Retrying", "Cancelling", "heartbeat", "Completed", IDLE_STATE, "Failed", "TimedOut",
+               "Cancelled", "Crashed", "AwaitingRetry")
 
 
 def zombie_automation(after: timedelta = ZOMBIE_AFTER) -> AutomationCore:
     """Prefect's recipe for zombie runs: a flow run whose heartbeats stop without a final state is marked
-    Crashed (the run's worker was killed or lost its machine), so it is never left Running."""
+    Crashed (the run's worker was killed or lost its machine), so it is never left Running.
+
+    The watch starts at the claim (Pending), not at the first heartbeat: the engine sends its first
+    heartbeat only once the run is Running, from the worker's process, so a worker killed between its
+    claim and that beat left the run Pending for good, no heartbeat ever seen. The Pending event is
+    the server's own, so it is there even when the worker died."""
     return AutomationCore(
         name=ZOMBIE_AUTOMATION,
         description="A flow run that stopped sending heartbeats without a final state is marked Crashed.",
         enabled=True,
         trigger=EventTrigger(
             match={"prefect.resource.id": "prefect.flow-run.*"},
-            after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
-                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            after={f"prefect.flow-run.{name}" for name in ZOMBIE_STARTS},
+            expect={f"prefect.flow-run.{name}" for name in ZOMBIE_ENDS},
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,

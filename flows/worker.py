@@ -70,6 +70,7 @@ from flows import cancellation
 WORKER_TYPE = "docroute"
 HEARTBEAT_SECONDS = "30"
 SYNC_FLOW = "docroute-sync"
+IDLE_STATE = "Idle"  # the name of the Completed state of an idle poll settled without the engine
 MALLOC_ARENAS = 2
 M_ARENA_MAX = -8  # glibc's malloc.h
 
@@ -268,7 +269,7 @@ class DocrouteWorker(BaseWorker[DocrouteJobConfiguration, DocrouteVariables, Doc
         try:
             flow_name, flow = self._deployments.get(client, flow_run.deployment_id)
             if flow_name == SYNC_FLOW and self._settle_idle(flow_run):
-                done = client.set_flow_run_state(flow_run.id, Completed(name="Idle", message="nothing new"))
+                done = client.set_flow_run_state(flow_run.id, Completed(name=IDLE_STATE, message="nothing new"))
                 if done.status == SetStateStatus.ACCEPT:
                     self.completed_idle += 1
                     return

@@ -201,6 +201,20 @@ print(json.dumps(out))
 """
 
 
+# A worker that dies right after its claim, before the engine's first heartbeat: a run of its own,
+# claimed with the worker's `claim`, and the process exits.
+CLAIM_AND_DIE = """
+import json, sys
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from flows.worker import claim
+run = run_deployment(sys.argv[1], timeout=0)
+with get_client(sync_client=True) as client:
+    assert claim(client, run.id, "w-dead 1")
+print(json.dumps(str(run.id)))
+"""
+
+
 def write_clients(cluster: Cluster, clients: int, slow: set[str] = frozenset()) -> list[str]:
     (cluster.config_dir / "clients").mkdir(parents=True, exist_ok=True)
     (cluster.config_dir / "templates").mkdir(exist_ok=True)
@@ -285,10 +299,15 @@ def test_two_workers_share_a_pool_and_a_killed_worker_s_runs_are_crashed_then_ru
             time.sleep(0.5)
         cluster.kill("w-a")  # SIGKILL in the middle of its runs: they stop sending heartbeats
         ended = json.loads(cluster.run("-c", WAIT, json.dumps(slow_runs), "180").stdout)
-        assert all(s["state"] in ("CRASHED", "COMPLETED") for s in ended), ended  # never left Running
+        assert all(s["state"] in ("CRASHED", "COMPLETED") for s in ended), [s for s in ended if s["state"] not in ("CRASHED", "COMPLETED")]  # never left Running or Pending
         crashed = [s for s in ended if s["state"] == "CRASHED"]
         assert crashed and all("heartbeat" in (s["message"] or "") for s in crashed), ended
         cluster.kill("w-b", signal.SIGINT)
+
+        # no worker is running now: a run claimed by a worker that died before the engine started
+        died = cluster.run("-c", CLAIM_AND_DIE, fast[0])
+        assert died.returncode == 0, died.stderr[-3000:]
+        orphan = json.loads(died.stdout)
 
         # the next schedule runs them again, on the killed worker restarted under its name, alone now
         receiver.script(*[Scripted(None) for _ in range(60)])
@@ -298,6 +317,9 @@ def test_two_workers_share_a_pool_and_a_killed_worker_s_runs_are_crashed_then_ru
         finished = json.loads(cluster.run("-c", WAIT, json.dumps(again), "240").stdout)
         assert {s["state"] for s in finished} == {"COMPLETED"}, finished[:3]
         assert "running in docroute worker 'w-a'" in cluster.log("w-a")  # it picked up its pool again
+        # the orphan was never Running and sent no heartbeat; it is crashed all the same, not left Pending
+        left = json.loads(cluster.run("-c", WAIT, json.dumps([orphan]), "180").stdout)
+        assert [(s["state"], s["running"]) for s in left] == [("CRASHED", 0)] and "heartbeat" in left[0]["message"], left
         counts = deliveries(cluster, keys)
         assert sorted(counts) == sorted(expected)  # every document delivered
         assert set(counts.values()) == {1}  # and recorded once
